@@ -1,0 +1,47 @@
+"""kiln trains PyTorch models: fast, exact, resumable, easy to read.
+
+The public API is exactly `__all__` below (and the `__all__` of `kiln.callbacks` and
+`kiln.metrics`).
+
+Example:
+    >>> import torch, kiln
+    >>> X, Y = torch.randn(100, 4), torch.randint(0, 2, (100,))
+    >>> trainer = kiln.Trainer(kiln.MLP(4, [8], 2), loss="cross_entropy", metrics=["accuracy"],
+    ...                        device="cpu", progress=False)
+    >>> history = trainer.fit((X, Y), val=0.2, epochs=3)
+    >>> len(history)
+    3
+"""
+
+from kiln import callbacks, metrics
+from kiln.callbacks import Callback
+from kiln.data import Data, loader, split
+from kiln.estimator import Estimator
+from kiln.events import Event
+from kiln.history import Evaluation, History
+from kiln.modules import MLP
+from kiln.seed import seed_everything
+from kiln.state import TrainState
+from kiln.step import StepOutput
+from kiln.trainer import Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "Callback",
+    "Data",
+    "Estimator",
+    "Evaluation",
+    "Event",
+    "History",
+    "StepOutput",
+    "TrainState",
+    "Trainer",
+    "__version__",
+    "callbacks",
+    "loader",
+    "metrics",
+    "seed_everything",
+    "split",
+]

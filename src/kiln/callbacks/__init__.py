@@ -1,0 +1,11 @@
+"""Callbacks: objects called at the events of a run.
+
+What lives here: the `Callback` base class, its dispatch, and the built-in callbacks, one file
+each. What does not: the events themselves (`kiln.events`).
+"""
+
+from kiln.callbacks.base import Callback
+from kiln.callbacks.early_stopping import EarlyStopping
+from kiln.callbacks.progress import ProgressBar
+
+__all__ = ["Callback", "EarlyStopping", "ProgressBar"]

@@ -1,0 +1,139 @@
+"""`ProgressBar`: a live bar during each epoch and a summary line after it.
+
+tqdm is imported only when a bar is shown. The bar refreshes at a bounded rate (it reads the loss
+from the device only then), so it adds no host sync per step.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from kiln.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from kiln.trainer import Trainer
+
+#: Values shown elsewhere on the summary line, or not at all.
+_NOT_LISTED = ("epoch", "time")
+
+
+def in_notebook() -> bool:
+    """Tell whether the code runs in a Jupyter kernel (JupyterLab, VS Code, Colab)."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def format_value(key: str, value: Any) -> str:
+    """Format one logged value for a console line."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return f"{key}: {value}"
+    if key == "lr" or key.endswith("_lr") or (value != 0 and abs(value) < 1e-3):
+        return f"{key}: {value:.3g}"
+    return f"{key}: {value:.4f}"
+
+
+def summary_line(epoch: int, epochs: int, steps: int, seconds: float, logs: dict[str, Any]) -> str:
+    """Return the line printed after an epoch.
+
+    Such as `Epoch 2/10  38 steps  0.99s  loss: 0.2294  accuracy: 0.9312  val_loss: 0.2799`.
+    """
+    values = "  ".join(format_value(k, v) for k, v in logs.items() if k not in _NOT_LISTED)
+    return f"Epoch {epoch}/{epochs}  {steps} steps  {seconds:.2f}s  {values}"
+
+
+class ProgressBar(Callback):
+    """Show a progress bar while an epoch trains, then one summary line per epoch.
+
+    In a terminal or a notebook the bar is live (tqdm, the notebook widget in Jupyter); when
+    output goes to a file or a CI log only the summary lines are printed, so logs stay readable.
+    The trainer adds one by default; pass `progress=False` to the trainer to have none.
+
+    Args:
+        bar: Show the live bar: `True`, `False`, or `None` to decide from where output goes.
+        refresh_seconds: The least time between two refreshes of the bar.
+        file: Where summary lines go (standard output by default); the bar uses standard error.
+
+    Example:
+        >>> import kiln
+        >>> progress = kiln.callbacks.ProgressBar(bar=False)  # summary lines only
+    """
+
+    def __init__(
+        self, bar: bool | None = None, refresh_seconds: float = 0.25, file: TextIO | None = None
+    ) -> None:
+        self.bar = bar
+        self.refresh_seconds = refresh_seconds
+        self.file = file
+        self._bar: Any = None
+        self._pending = 0
+        self._steps = 0
+        self._next_refresh = 0.0
+        self._epoch_start = 0.0
+
+    def _show_bar(self) -> bool:
+        if self.bar is not None:
+            return self.bar
+        return in_notebook() or sys.stderr.isatty()
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.file or sys.stdout, flush=True)
+
+    def on_train_epoch_start(self, trainer: Trainer) -> None:
+        """Open the epoch's bar."""
+        self._epoch_start = time.perf_counter()
+        self._steps = self._pending = 0
+        self._next_refresh = time.monotonic() + self.refresh_seconds
+        if self._show_bar():
+            if in_notebook():
+                from tqdm.auto import tqdm
+            else:
+                from tqdm import tqdm
+            state = trainer.state
+            self._bar = tqdm(
+                total=state.num_batches,
+                desc=f"Epoch {state.epoch + 1}/{state.max_epochs}",
+                leave=False,
+                unit="batch",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+
+    def on_train_batch_end(self, trainer: Trainer) -> None:
+        """Count the batch; refresh the bar when `refresh_seconds` have passed."""
+        self._pending += 1
+        if self._bar is not None and time.monotonic() >= self._next_refresh:
+            self._refresh(trainer)
+
+    def _refresh(self, trainer: Trainer) -> None:
+        self._bar.update(self._pending)
+        self._steps += self._pending
+        self._pending = 0
+        output = trainer.state.output
+        if output is not None and output.loss is not None:
+            # The only read from the device, at most once per refresh.
+            self._bar.set_postfix_str(f"loss: {float(output.loss):.4f}", refresh=False)
+        self._next_refresh = time.monotonic() + self.refresh_seconds
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        """Close the bar and print the epoch's summary line."""
+        self._close()
+        state = trainer.state
+        steps = self._steps + self._pending
+        seconds = time.perf_counter() - self._epoch_start
+        self._print(summary_line(state.epoch, state.max_epochs, steps, seconds, state.logs))
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """Close a bar left open by an exception, and say why the run stopped early."""
+        self._close()
+        if trainer.state.stop_reason:
+            self._print(f"Stopped after epoch {trainer.state.epoch}: {trainer.state.stop_reason}")

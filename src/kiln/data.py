@@ -1,0 +1,306 @@
+"""In-memory data and dataset helpers: `Data`, `split`, `loader`.
+
+What lives here: `Data`, which batches tensors by slicing (never a Python loop over samples),
+`split`, which divides any dataset reproducibly, and `loader`, a `DataLoader` with sane defaults.
+What does not: the meaning of a batch's parts (`batch.py`) and turning what `fit` receives into
+batches (`sources.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar, overload
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+TensorLike = Tensor | np.ndarray
+T = TypeVar("T")
+
+
+def as_tensor(value: Any, name: str = "data") -> Tensor:
+    """Turn a tensor or numpy array into a tensor; numpy floats become float32 like the model.
+
+    Raises:
+        TypeError: If `value` is neither a tensor nor a numpy array.
+    """
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(value))
+        # Models are float32 by default; numpy's float64 would fail at the first layer.
+        return tensor.float() if tensor.is_floating_point() else tensor
+    raise TypeError(
+        f"`{name}` must be a torch.Tensor or a numpy array; received {type(value).__name__}. "
+        "Convert it first, e.g. `torch.as_tensor(values)`."
+    )
+
+
+class Data:
+    """Batches of in-memory tensors: one slice (or one gather when shuffled) per tensor.
+
+    `Data((X, Y))` yields `(x, y)` batches, `Data((X, W, Y))` yields `(x, w, y)`, and a single
+    tensor yields tensor batches. The tensors may live on the training device, so that no copy
+    happens per step. Changing `batch_size` takes effect at the next pass. With `shuffle=True`
+    every pass, the first included, visits the samples in a permutation drawn from `seed` and the
+    pass number, so the order is reproducible and a resumed run sees the same order.
+
+    Args:
+        tensors: A tensor or numpy array, or a tuple or list of them with equal first dimension.
+        batch_size: Samples per batch.
+        shuffle: Visit the samples in a new random order at each pass.
+        drop_last: Leave out the last batch when it is smaller than `batch_size`.
+        seed: Seed of the shuffling order; by default one drawn from torch's global generator,
+            so that `kiln.seed_everything` makes it reproducible.
+
+    Example:
+        >>> import torch, kiln
+        >>> data = kiln.Data((torch.randn(10, 3), torch.arange(10)), batch_size=4)
+        >>> len(data), [tuple(x.shape) for x, y in data]
+        (3, [(4, 3), (4, 3), (2, 3)])
+        >>> data.batch_size = 5
+        >>> len(data)
+        2
+    """
+
+    def __init__(
+        self,
+        tensors: TensorLike | Sequence[TensorLike],
+        batch_size: int = 64,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        self._single = isinstance(tensors, (Tensor, np.ndarray))
+        items = [tensors] if self._single else tensors
+        if not isinstance(items, (list, tuple)) or len(items) == 0:
+            raise TypeError(
+                "`Data` takes a tensor, a numpy array, or a tuple of them such as `(X, Y)`; "
+                f"received {type(tensors).__name__}."
+            )
+        self.tensors = [as_tensor(item, f"tensors[{i}]") for i, item in enumerate(items)]
+        lengths = [len(t) if t.dim() > 0 else 0 for t in self.tensors]
+        if len(set(lengths)) > 1:
+            raise ValueError(
+                f"All tensors given to `Data` must have the same length (first dimension); "
+                f"received lengths {lengths}. Check that inputs and targets describe the same "
+                "samples."
+            )
+        if lengths[0] == 0:
+            raise ValueError(
+                "`Data` received no samples (the tensors have length 0). Pass at least one sample."
+            )
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
+        self.epoch = 0
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch; a new value takes effect at the next pass."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"`batch_size` must be a positive integer; received {value!r}.")
+        self._batch_size = value
+
+    def __len__(self) -> int:
+        """Return the number of batches in one pass with the current `batch_size`."""
+        rounding = math.floor if self.drop_last else math.ceil
+        return max(int(rounding(self.num_samples / self.batch_size)), 0)
+
+    @property
+    def num_samples(self) -> int:
+        """The number of samples."""
+        return len(self.tensors[0])
+
+    @property
+    def device(self) -> torch.device:
+        """The device the tensors live on."""
+        return self.tensors[0].device
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the pass whose order the next iteration follows (as `DistributedSampler`)."""
+        self.epoch = epoch
+
+    def order(self) -> Tensor | None:
+        """Return the permutation of this pass, or `None` when not shuffling."""
+        if not self.shuffle:
+            return None
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.num_samples, generator=generator).to(self.device)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield the batches of one pass; a complete pass advances `epoch` by one."""
+        size, count = self.batch_size, len(self)
+        order = self.order()
+        tensors = self.tensors
+        for start in range(0, count * size, size):
+            if order is None:
+                parts = [t[start : start + size] for t in tensors]
+            else:
+                index = order[start : start + size]
+                parts = [t.index_select(0, index) for t in tensors]
+            yield parts[0] if self._single else tuple(parts)
+        self.epoch += 1
+
+    def subset(self, indices: Tensor | np.ndarray | Sequence[int]) -> Data:
+        """Return a `Data` over the samples at `indices`, with the same options."""
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        picked = [t.index_select(0, index.to(t.device)) for t in self.tensors]
+        return self._like(picked[0] if self._single else tuple(picked))
+
+    def to(self, device: torch.device | str) -> Data:
+        """Return a `Data` whose tensors live on `device` (for example the GPU)."""
+        moved = [t.to(device) for t in self.tensors]
+        return self._like(moved[0] if self._single else tuple(moved))
+
+    def _like(self, tensors: Tensor | tuple[Tensor, ...]) -> Data:
+        return Data(tensors, self.batch_size, self.shuffle, self.drop_last, self.seed)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(str(tuple(t.shape)) for t in self.tensors)
+        return (
+            f"Data({shapes}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"drop_last={self.drop_last})"
+        )
+
+
+def _split_sizes(fractions: Sequence[float], total: int) -> list[int]:
+    if len(fractions) < 2:
+        raise ValueError(
+            f"`split` needs at least two fractions, such as `split(ds, 0.8, 0.2)`; "
+            f"received {tuple(fractions)}."
+        )
+    if any(not 0 < f < 1 for f in fractions) or not math.isclose(sum(fractions), 1.0):
+        raise ValueError(
+            f"`split` takes fractions between 0 and 1 that sum to 1; received {tuple(fractions)} "
+            f"(sum {sum(fractions):g}). Example: `split(ds, 0.8, 0.1, 0.1, seed=0)`."
+        )
+    sizes = [round(f * total) for f in fractions[:-1]]
+    return [*sizes, total - sum(sizes)]
+
+
+def split_indices(
+    total: int, fractions: Sequence[float], seed: int = 0, stratify: Any = None
+) -> list[np.ndarray]:
+    """Return the index arrays of a reproducible split of `total` samples by `fractions`.
+
+    With `stratify` (one label per sample), every class is split by the same fractions.
+    """
+    rng = np.random.RandomState(seed)
+    if stratify is None:
+        permutation = rng.permutation(total)
+        bounds = np.cumsum([0, *_split_sizes(fractions, total)])
+        return [permutation[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
+    labels = np.asarray(stratify.cpu() if isinstance(stratify, Tensor) else stratify)
+    if labels.shape[:1] != (total,):
+        raise ValueError(
+            f"`stratify` must hold one label per sample ({total}); received shape {labels.shape}."
+        )
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        bounds = np.cumsum([0, *_split_sizes(fractions, len(members))])
+        for part, a, b in zip(parts, bounds[:-1], bounds[1:], strict=False):
+            part.append(members[a:b])
+    return [rng.permutation(np.concatenate(part)) for part in parts]
+
+
+@overload
+def split(dataset: Data, *fractions: float, seed: int = 0, stratify: Any = None) -> list[Data]: ...
+@overload
+def split(
+    dataset: Dataset[T], *fractions: float, seed: int = 0, stratify: Any = None
+) -> list[Subset[T]]: ...
+@overload
+def split(dataset: Any, *fractions: float, seed: int = 0, stratify: Any = None) -> list[Any]: ...
+
+
+def split(dataset: Any, *fractions: float, seed: int = 0, stratify: Any = None) -> list[Any]:
+    """Split data into parts of the given fractions, the same way for the same seed.
+
+    Part sizes are `round(fraction * N)`, the last part taking the remainder, and the indices
+    come from `numpy.random.RandomState(seed).permutation(N)` (as PyBlaze's `random_split`).
+
+    Args:
+        dataset: A `kiln.Data` (parts are `Data` with the same options), a torch `Dataset`
+            (parts are `Subset`s), a tensor or numpy array, or a tuple of them (parts are tuples).
+        *fractions: Fractions between 0 and 1 summing to 1.
+        seed: Seed of the split.
+        stratify: Optional labels, one per sample: each class is split by the same fractions.
+
+    Returns:
+        One part per fraction.
+
+    Raises:
+        ValueError: If the fractions do not sum to 1 or the dataset is empty.
+
+    Example:
+        >>> import torch, kiln
+        >>> train, val = kiln.split((torch.randn(200, 2), torch.zeros(200)), 0.75, 0.25, seed=0)
+        >>> len(train[0]), len(val[0])
+        (150, 50)
+    """
+    if isinstance(dataset, Data):
+        total = dataset.num_samples
+    elif isinstance(dataset, (Tensor, np.ndarray)):
+        total = len(dataset)
+    elif isinstance(dataset, (tuple, list)) and dataset:
+        total = len(as_tensor(dataset[0], "dataset[0]"))
+    else:
+        total = len(dataset)
+    if total == 0:
+        raise ValueError("`split` received an empty dataset; there is nothing to split.")
+    parts = split_indices(total, fractions, seed, stratify)
+    if isinstance(dataset, Data):
+        return [dataset.subset(index) for index in parts]
+    if isinstance(dataset, (Tensor, np.ndarray)):
+        return [dataset[index] for index in parts]
+    if isinstance(dataset, (tuple, list)):
+        return [tuple(item[index] for item in dataset) for index in parts]
+    return [Subset(dataset, index.tolist()) for index in parts]
+
+
+def find_collate_fn(dataset: Any) -> Any:
+    """Return the dataset's own `collate_fn`, looking through `Subset` wrappers, or `None`."""
+    while dataset is not None:
+        collate_fn = getattr(dataset, "collate_fn", None)
+        if callable(collate_fn):
+            return collate_fn
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
+def loader(
+    dataset: Dataset[Any], batch_size: int = 64, shuffle: bool = False, **kwargs: Any
+) -> DataLoader[Any]:
+    """Return a torch `DataLoader` over `dataset` with sane defaults.
+
+    The dataset's own `collate_fn` is used when it defines one (also through a `Subset`), and
+    memory is pinned when a GPU is present so that copies to it can overlap computation.
+
+    Args:
+        dataset: Any map-style or iterable torch dataset.
+        batch_size: Samples per batch.
+        shuffle: Reshuffle at every epoch.
+        **kwargs: Any other `DataLoader` argument; it wins over the defaults above.
+
+    Example:
+        >>> import torch, kiln
+        >>> from torch.utils.data import TensorDataset
+        >>> batches = kiln.loader(TensorDataset(torch.randn(10, 2)), batch_size=4)
+        >>> len(batches)
+        3
+    """
+    collate_fn = find_collate_fn(dataset)
+    if collate_fn is not None:
+        kwargs.setdefault("collate_fn", collate_fn)
+    kwargs.setdefault("pin_memory", torch.cuda.is_available())
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **kwargs)

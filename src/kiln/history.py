@@ -1,0 +1,142 @@
+"""The results of training and evaluation: `History` and `Evaluation`.
+
+What lives here: per-epoch values with attribute and key access, per-batch training losses, and
+their export. What does not: computing the values (`tracking.py`) or plotting them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+
+class History:
+    """The values logged at each epoch, with the training loss of every batch.
+
+    `history.val_accuracy` and `history["val_accuracy"]` are per-epoch lists (`None` where an
+    epoch has no such value, such as a validation that did not run); `len(history)` is the
+    number of epochs; `history.epochs` holds one dict per epoch; `history.batch_losses` holds the
+    training loss of every batch, across epochs.
+
+    Example:
+        >>> history = History()
+        >>> history.append({"epoch": 1, "loss": 0.9}); history.append({"epoch": 2, "loss": 0.5})
+        >>> len(history), history.loss, history["epoch"]
+        (2, [0.9, 0.5], [1, 2])
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self.batch_losses: list[float] = []
+
+    def append(self, logs: Mapping[str, float]) -> None:
+        """Add one epoch's values."""
+        self.epochs.append(dict(logs))
+
+    def keys(self) -> list[str]:
+        """The logged names, in the order they first appeared."""
+        names: dict[str, None] = {}
+        for row in self.epochs:
+            names.update(dict.fromkeys(row))
+        return list(names)
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in row for row in self.epochs)
+
+    def __getitem__(self, key: str) -> list[Any]:
+        if key not in self:
+            raise KeyError(f"{key!r} was never logged. Logged values: {', '.join(self.keys())}.")
+        return [row.get(key) for row in self.epochs]
+
+    def __getattr__(self, key: str) -> list[Any]:
+        if key.startswith("_") or key in ("epochs", "batch_losses"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError as error:
+            raise AttributeError(str(error)) from None
+
+    def __iter__(self) -> Iterator[dict[str, float]]:
+        return iter(self.epochs)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Return `{name: per-epoch list}`, plus `"batch_losses"`."""
+        result: dict[str, list[Any]] = {key: self[key] for key in self.keys()}
+        result["batch_losses"] = list(self.batch_losses)
+        return result
+
+    def to_csv(self, path: str | Path, separator: str = ",") -> None:
+        """Write one row per epoch, one column per logged name (empty where absent)."""
+        keys = self.keys()
+        with open(path, "w", newline="") as file:
+            writer = csv.writer(file, delimiter=separator)
+            writer.writerow(keys)
+            for row in self.epochs:
+                writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the history as plain data, for checkpoints."""
+        return {"epochs": [dict(row) for row in self.epochs], "batch_losses": self.batch_losses}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a history saved by `state_dict`."""
+        self.epochs = [dict(row) for row in state["epochs"]]
+        self.batch_losses = list(state["batch_losses"])
+
+    def __repr__(self) -> str:
+        last = self.epochs[-1] if self.epochs else {}
+        shown = ", ".join(f"{k}={_format(v)}" for k, v in last.items())
+        return f"History({len(self)} epochs; last: {shown})"
+
+
+class Evaluation(Mapping[str, float]):
+    """The values of one evaluation: `evaluation.loss`, `evaluation["accuracy"]`.
+
+    Example:
+        >>> evaluation = Evaluation({"loss": 0.25, "accuracy": 0.9})
+        >>> evaluation.accuracy, evaluation["loss"], sorted(evaluation)
+        (0.9, 0.25, ['accuracy', 'loss'])
+    """
+
+    def __init__(self, values: Mapping[str, float]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> float:
+        try:
+            return self._values[key]
+        except KeyError:
+            known = ", ".join(self._values)
+            raise KeyError(f"{key!r} was not evaluated. Evaluated values: {known}.") from None
+
+    def __getattr__(self, key: str) -> float:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError as error:
+            raise AttributeError(str(error)) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def to_dict(self) -> dict[str, float]:
+        """Return the values as a plain dict."""
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return "Evaluation(" + ", ".join(f"{k}={_format(v)}" for k, v in self.items()) + ")"
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value) and value != int(value):
+        return f"{value:.4g}"
+    return str(value)

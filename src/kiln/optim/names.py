@@ -1,0 +1,91 @@
+"""Optimizer names and the resolution of `optimizer=` into a `torch.optim.Optimizer`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Learning rate used when `lr` is not given: Adam's usual default, and SGD's (as Poutyne).
+DEFAULT_LR = {"sgd": 1e-2}
+FALLBACK_LR = 1e-3
+
+OPTIMIZER_NAMES: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "radam": torch.optim.RAdam,
+    "nadam": torch.optim.NAdam,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+    "adamax": torch.optim.Adamax,
+    "adadelta": torch.optim.Adadelta,
+    "asgd": torch.optim.ASGD,
+    "rprop": torch.optim.Rprop,
+}
+
+OptimizerSpec = str | torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], Any]
+
+
+def resolve_optimizer(
+    optimizer: OptimizerSpec, model: nn.Module, lr: float | None
+) -> torch.optim.Optimizer:
+    """Return the optimizer an `optimizer=` argument names, over the model's parameters.
+
+    Args:
+        optimizer: A name (case-insensitive: sgd, adam, adamw, radam, nadam, rmsprop, adagrad,
+            adamax, adadelta, asgd, rprop), an optimizer instance, or a callable that takes
+            the parameters and returns an optimizer (such as `functools.partial(SGD, lr=0.1)`).
+        model: The model whose trainable parameters are optimized.
+        lr: The learning rate for a name (default 1e-3; 1e-2 for SGD). An instance or a
+            callable sets its own, so `lr` must stay `None` with them.
+
+    Raises:
+        ValueError: For an unknown name (the message lists the known ones), or `lr` given
+            with an instance or a callable, or a non-positive `lr`.
+        TypeError: If `optimizer` is of no accepted kind or the callable returns no optimizer.
+
+    Example:
+        >>> import torch
+        >>> resolve_optimizer("SGD", torch.nn.Linear(2, 1), lr=0.1).defaults["lr"]
+        0.1
+    """
+    if lr is not None and (isinstance(lr, bool) or not lr > 0):
+        raise ValueError(f"`lr` must be a positive number; received {lr!r}.")
+    if isinstance(optimizer, str):
+        key = optimizer.strip().lower()
+        if key not in OPTIMIZER_NAMES:
+            raise ValueError(
+                f"Unknown optimizer {optimizer!r}. Known names: {', '.join(OPTIMIZER_NAMES)}. "
+                "You can also pass an optimizer instance or a callable `fn(params)`."
+            )
+        rate = lr if lr is not None else DEFAULT_LR.get(key, FALLBACK_LR)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(
+                "The model has no trainable parameters, so there is nothing to optimize. "
+                "Check that its layers are registered as attributes (not in a plain list: use "
+                "nn.ModuleList) and that `requires_grad` is not turned off everywhere."
+            )
+        return OPTIMIZER_NAMES[key](params, lr=rate)  # type: ignore[call-arg]
+    if lr is not None:
+        raise ValueError(
+            f"`lr={lr}` cannot apply to an optimizer built outside the trainer; set the learning "
+            "rate where you build it, or pass the optimizer by name: optimizer='adam', lr=..."
+        )
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        built = optimizer(p for p in model.parameters() if p.requires_grad)
+        if not isinstance(built, torch.optim.Optimizer):
+            raise TypeError(
+                "The `optimizer` callable must return a torch.optim.Optimizer; it returned "
+                f"{type(built).__name__}."
+            )
+        return built
+    raise TypeError(
+        "`optimizer` must be a name, a torch.optim.Optimizer or a callable taking the "
+        f"parameters; received {type(optimizer).__name__}."
+    )

@@ -1,0 +1,73 @@
+"""`TrainState`: everything a callback may want to know about the run, in one place.
+
+What lives here: the state's fields and their meaning. What does not: the code that advances
+them (`trainer.py`) or the values' history across epochs (`history.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiln.step import StepOutput
+
+
+@dataclass
+class TrainState:
+    """The run-time state of a `Trainer`, read by callbacks as `trainer.state`.
+
+    Counters count completed work and start at 0: in the first epoch `epoch` is 0, and after it
+    `epoch` is 1, which is also the 1-based number under which the epoch is logged.
+
+    | field         | meaning                                                                  |
+    |---------------|--------------------------------------------------------------------------|
+    | `epoch`       | training epochs completed, across all `fit` calls of this trainer        |
+    | `max_epochs`  | the epoch count the current `fit` runs to                                |
+    | `step`        | optimizer steps completed                                                |
+    | `samples`     | training samples processed                                               |
+    | `num_batches` | batches in one training pass, or `None` when the data cannot tell        |
+    | `batch_idx`   | 0-based index of the current batch in its pass (training or validation)  |
+    | `batch`       | the current batch, already on the device                                 |
+    | `output`      | the `StepOutput` of the last training or validation step                 |
+    | `logs`        | the current epoch's values (`loss`, `accuracy`, `val_loss`, `lr`, ...)   |
+    | `stage`       | `"train"`, `"validation"` or `None` between passes                       |
+    | `should_stop` | set by `trainer.request_stop`; the loop stops after the current batch    |
+    | `stop_reason` | why the run stopped early, in words                                      |
+    | `error`       | the exception being raised, during the `EXCEPTION` event                 |
+
+    Example:
+        >>> from kiln import TrainState
+        >>> TrainState().epoch
+        0
+    """
+
+    epoch: int = 0
+    max_epochs: int = 0
+    step: int = 0
+    samples: int = 0
+    num_batches: int | None = None
+    batch_idx: int = 0
+    batch: Any = None
+    output: StepOutput | None = None
+    logs: dict[str, float] = field(default_factory=dict)
+    stage: str | None = None
+    should_stop: bool = False
+    stop_reason: str | None = None
+    error: BaseException | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the counters and the last logs: what a checkpoint needs to resume the run."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "samples": self.samples,
+            "logs": dict(self.logs),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the counters and logs saved by `state_dict`."""
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.samples = int(state["samples"])
+        self.logs = dict(state["logs"])

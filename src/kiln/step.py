@@ -1,0 +1,107 @@
+"""What one step computes: the `StepOutput` contract and the default supervised step.
+
+What lives here: `StepOutput`, the reading of what a `training_step` returns (a loss tensor or a
+dict with `"loss"` and other values), and the supervised step used when the model defines none.
+What does not: backward, optimizer steps and accumulation, which the trainer owns, so a custom
+step never has to repeat them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from kiln.batch import batch_size_of, call_model, split_batch
+from kiln.losses import LossFunction
+
+#: Keys of a step's dict that are not logged: the loss is logged as "loss", the others feed
+#: the metrics.
+RESERVED_KEYS = frozenset({"loss", "output", "target"})
+
+
+@dataclass(slots=True)
+class StepOutput:
+    """What a training or validation step produced for one batch.
+
+    Args:
+        loss: The scalar loss (with its graph in training), or `None` when there is none.
+        size: Samples in the batch, the weight of this batch in the epoch means.
+        output: The model's output, for the metrics.
+        target: The batch's target, for the metrics.
+        logs: Other values to log (such as QuNet's `score`): numbers, scalar tensors, or 1-D
+            tensors whose items are logged as `name`, `name_1`, `name_2`, ...
+
+    Example:
+        >>> import torch
+        >>> StepOutput(torch.tensor(0.5), size=32).size
+        32
+    """
+
+    loss: Tensor | None
+    size: int
+    output: Any = None
+    target: Any = None
+    logs: dict[str, Any] | None = None
+
+
+def to_step_output(returned: Any, batch: Any, method: str) -> StepOutput:
+    """Read what a step method returned: a `StepOutput`, a loss tensor or a dict.
+
+    A dict holds `"loss"` and may hold `"output"` and `"target"` (for the metrics) and any other
+    values to log.
+
+    Raises:
+        TypeError: If the step returned anything else (such as `None`).
+    """
+    if isinstance(returned, StepOutput):
+        return returned
+    if isinstance(returned, Tensor):
+        return StepOutput(returned, batch_size_of(batch))
+    if isinstance(returned, Mapping):
+        logs = {key: value for key, value in returned.items() if key not in RESERVED_KEYS}
+        return StepOutput(
+            returned.get("loss"),
+            batch_size_of(batch),
+            returned.get("output"),
+            returned.get("target"),
+            logs or None,
+        )
+    raise TypeError(
+        f"`{method}` must return the loss (a scalar tensor) or a dict such as "
+        f"{{'loss': loss, 'score': accuracy}}; it returned {type(returned).__name__}."
+    )
+
+
+def supervised_step(model: nn.Module, loss: LossFunction | None, batch: Any) -> StepOutput:
+    """The default step: `output = model(x)`, then `loss(output, y, w)` when there is a loss.
+
+    Args:
+        model: The network.
+        loss: The loss, or `None` to compute outputs only (metrics may still use them).
+        batch: `x`, `(x, y)` or `(x, w, y)`.
+
+    Returns:
+        The loss, the batch size, the output and the target.
+    """
+    inputs, weight, target = split_batch(batch)
+    output = call_model(model, inputs)
+    value = None if loss is None else loss(output, target, weight)
+    return StepOutput(
+        value, batch_size_of(target if target is not None else inputs), output, target
+    )
+
+
+def prediction_step(model: nn.Module, loss: LossFunction | None, batch: Any) -> Any:
+    """The default prediction: the model's output on the batch's inputs.
+
+    The output is post-processed by the loss when the loss defines `postproc` (the auto
+    criterion turns logits into probabilities).
+    """
+    inputs, _, _ = split_batch(batch)
+    output = call_model(model, inputs)
+    if loss is not None and loss.postproc is not None:
+        output = loss.postproc(output)
+    return output

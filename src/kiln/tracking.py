@@ -1,0 +1,122 @@
+"""Accumulating one pass (an epoch's training or a validation) without waiting for the device.
+
+What lives here: `PassTracker`, which keeps the step losses, the values steps log, and the
+metrics, and turns them into epoch means once, at the end of the pass. What does not: the
+history of epochs (`history.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kiln.step import StepOutput
+
+#: Per-step values are stacked into one tensor every this many steps, so that a very long epoch
+#: keeps a few large tensors instead of millions of small ones.
+CHUNK = 1024
+
+
+class _Series:
+    """The values of one logged quantity over a pass, with the batch size of each."""
+
+    __slots__ = ("chunks", "sizes", "values")
+
+    def __init__(self) -> None:
+        self.values: list[Tensor] = []
+        self.chunks: list[Tensor] = []
+        self.sizes: list[int] = []
+
+    def add(self, value: Any, size: int) -> None:
+        value = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
+        self.values.append(value)
+        self.sizes.append(size)
+        if len(self.values) == CHUNK:
+            self.chunks.append(torch.stack(self.values))
+            self.values = []
+
+    def stacked(self) -> Tensor:
+        """All values, one row per step."""
+        parts = self.chunks + ([torch.stack(self.values)] if self.values else [])
+        return torch.cat(parts)
+
+    def mean(self) -> Tensor:
+        """The mean weighted by batch size (one value, or one per item of 1-D values)."""
+        values = self.stacked()
+        dtype = torch.float32 if values.device.type == "mps" else torch.float64
+        sizes = torch.tensor(self.sizes, dtype=dtype, device=values.device)
+        sizes = sizes.reshape(-1, *([1] * (values.dim() - 1)))
+        return (values.to(dtype) * sizes).sum(0) / sizes.sum()
+
+
+class PassTracker:
+    """Collects a pass's losses, logged values and metrics; `compute` reads them once.
+
+    Args:
+        metrics: The metric objects updated with each step's output and target.
+
+    Example:
+        >>> import torch
+        >>> from kiln.step import StepOutput
+        >>> tracker = PassTracker([])
+        >>> tracker.update(StepOutput(torch.tensor(1.0), size=3))
+        >>> tracker.update(StepOutput(torch.tensor(3.0), size=1))
+        >>> tracker.compute()
+        {'loss': 1.5}
+    """
+
+    def __init__(self, metrics: list[Any]) -> None:
+        self.metrics = metrics
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new pass."""
+        self._series: dict[str, _Series] = {}
+        self._loss = _Series()
+        self._samples = 0
+        for metric in self.metrics:
+            metric.reset()
+
+    def update(self, step: StepOutput) -> None:
+        """Add one step's output."""
+        self._samples += step.size
+        if step.loss is not None:
+            self._loss.add(step.loss, step.size)
+        if step.logs:
+            for key, value in step.logs.items():
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = _Series()
+                series.add(value, step.size)
+        if self.metrics:
+            output = step.output.detach() if isinstance(step.output, Tensor) else step.output
+            for metric in self.metrics:
+                metric.update(output, step.target)
+
+    @property
+    def samples(self) -> int:
+        """Samples seen in this pass."""
+        return self._samples
+
+    def batch_losses(self) -> list[float]:
+        """The loss of every step of the pass, in order."""
+        return self._loss.stacked().tolist() if self._loss.sizes else []
+
+    def compute(self) -> dict[str, float]:
+        """Return the pass's values: `loss`, each logged value and each metric."""
+        values: dict[str, Tensor] = {}
+        if self._loss.sizes:
+            values["loss"] = self._loss.mean()
+        for key, series in self._series.items():
+            mean = series.mean()
+            if mean.dim() == 0:
+                values[key] = mean
+            else:  # a 1-D score: its first item is "the" score, the others are auxiliary
+                for index, item in enumerate(mean):
+                    values[key if index == 0 else f"{key}_{index}"] = item
+        for metric in self.metrics:
+            values[metric.name] = torch.as_tensor(metric.compute())
+        # The one read from the device of the whole pass.
+        return {key: float(value) for key, value in values.items()}
