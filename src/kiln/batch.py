@@ -15,6 +15,11 @@ import torch
 from torch import Tensor, nn
 
 
+def rebuild_sequence(like: Any, items: Any) -> Any:
+    """Return a list or tuple of the same type as `like` holding `items` (namedtuples too)."""
+    return type(like)(*items) if hasattr(like, "_fields") else type(like)(items)
+
+
 def split_batch(batch: Any) -> tuple[Any, Tensor | None, Tensor | None]:
     """Return `(inputs, weight, target)` of a batch; a missing part is `None`.
 
@@ -97,10 +102,8 @@ def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any
         return obj.to(device, non_blocking=non_blocking)
     if isinstance(obj, Mapping):
         return {key: to_device(value, device, non_blocking) for key, value in obj.items()}
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple keeps its type
-        return type(obj)(*(to_device(value, device, non_blocking) for value in obj))
     if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(value, device, non_blocking) for value in obj)
+        return rebuild_sequence(obj, [to_device(value, device, non_blocking) for value in obj])
     return obj
 
 
@@ -122,7 +125,7 @@ def slice_batch(obj: Any, start: int, stop: int) -> Any:
     if isinstance(obj, Mapping):
         return {key: slice_batch(value, start, stop) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(slice_batch(value, start, stop) for value in obj)
+        return rebuild_sequence(obj, [slice_batch(value, start, stop) for value in obj])
     return obj
 
 
@@ -134,5 +137,7 @@ def concat_outputs(outputs: list[Any]) -> Any:
     if isinstance(first, Mapping):
         return {key: concat_outputs([out[key] for out in outputs]) for key in first}
     if isinstance(first, (list, tuple)):
-        return type(first)(concat_outputs(list(parts)) for parts in zip(*outputs, strict=False))
+        return rebuild_sequence(
+            first, [concat_outputs(list(parts)) for parts in zip(*outputs, strict=False)]
+        )
     return outputs

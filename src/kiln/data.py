@@ -18,7 +18,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 TensorLike = Tensor | np.ndarray
+_MIX = 0x9E3779B97F4A7C15  # an odd constant (the golden ratio in 64 bits) that spreads seeds
 T = TypeVar("T")
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """Return `batch_size` if it is a positive integer.
+
+    Raises:
+        ValueError: Otherwise, naming the value received.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
+    return batch_size
 
 
 def as_tensor(value: Any, name: str = "data") -> Tensor:
@@ -30,6 +42,8 @@ def as_tensor(value: Any, name: str = "data") -> Tensor:
     if isinstance(value, Tensor):
         return value
     if isinstance(value, np.ndarray):
+        if not value.flags.writeable:  # torch cannot share memory numpy forbids writing to
+            value = value.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(value))
         # Models are float32 by default; numpy's float64 would fail at the first layer.
         return tensor.float() if tensor.is_floating_point() else tensor
@@ -96,6 +110,8 @@ class Data:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
+        if seed is not None and (isinstance(seed, bool) or not 0 <= seed < 2**63):
+            raise ValueError(f"`seed` must be an integer in [0, 2**63); received {seed!r}.")
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
         self.epoch = 0
 
@@ -106,9 +122,7 @@ class Data:
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"`batch_size` must be a positive integer; received {value!r}.")
-        self._batch_size = value
+        self._batch_size = check_batch_size(value)
 
     def __len__(self) -> int:
         """Return the number of batches in one pass with the current `batch_size`."""
@@ -133,7 +147,8 @@ class Data:
         """Return the permutation of this pass, or `None` when not shuffling."""
         if not self.shuffle:
             return None
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        # Mixed, so that no (seed, epoch) pair shares its order with a neighbouring seed's.
+        generator = torch.Generator().manual_seed((self.seed * _MIX + self.epoch) % 2**63)
         return torch.randperm(self.num_samples, generator=generator).to(self.device)
 
     def __iter__(self) -> Iterator[Any]:
@@ -152,7 +167,12 @@ class Data:
 
     def subset(self, indices: Tensor | np.ndarray | Sequence[int]) -> Data:
         """Return a `Data` over the samples at `indices`, with the same options."""
-        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        array = np.asarray(indices.cpu() if isinstance(indices, Tensor) else indices)
+        if array.dtype == bool:
+            raise TypeError(
+                "`subset` takes sample indices, not a boolean mask: use `np.flatnonzero(mask)`."
+            )
+        index = torch.as_tensor(array, dtype=torch.long)
         picked = [t.index_select(0, index.to(t.device)) for t in self.tensors]
         return self._like(picked[0] if self._single else tuple(picked))
 
@@ -184,6 +204,11 @@ def _split_sizes(fractions: Sequence[float], total: int) -> list[int]:
             f"(sum {sum(fractions):g}). Example: `split(ds, 0.8, 0.1, 0.1, seed=0)`."
         )
     sizes = [round(f * total) for f in fractions[:-1]]
+    if sum(sizes) > total:
+        raise ValueError(
+            f"`split` of {total} samples by {tuple(fractions)} rounds to sizes {sizes} that "
+            "leave nothing for the last part; use fewer parts or more samples."
+        )
     return [*sizes, total - sum(sizes)]
 
 
@@ -253,12 +278,22 @@ def split(dataset: Any, *fractions: float, seed: int = 0, stratify: Any = None) 
     elif isinstance(dataset, (Tensor, np.ndarray)):
         total = len(dataset)
     elif isinstance(dataset, (tuple, list)) and dataset:
-        total = len(as_tensor(dataset[0], "dataset[0]"))
+        lengths = [len(as_tensor(item, f"dataset[{i}]")) for i, item in enumerate(dataset)]
+        if len(set(lengths)) > 1:
+            raise ValueError(
+                f"All items given to `split` must have the same length; received lengths {lengths}."
+            )
+        total = lengths[0]
     else:
         total = len(dataset)
     if total == 0:
         raise ValueError("`split` received an empty dataset; there is nothing to split.")
     parts = split_indices(total, fractions, seed, stratify)
+    if any(len(index) == 0 for index in parts):
+        raise ValueError(
+            f"`split` of {total} samples by {tuple(fractions)} leaves a part empty (sizes "
+            f"{[len(index) for index in parts]}); use larger fractions or more samples."
+        )
     if isinstance(dataset, Data):
         return [dataset.subset(index) for index in parts]
     if isinstance(dataset, (Tensor, np.ndarray)):

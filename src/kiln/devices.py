@@ -48,6 +48,8 @@ def resolve_device(device: str | int | bool | torch.device | None = "auto") -> t
     if device is False:
         return torch.device("cpu")
     if isinstance(device, int):
+        if device < 0:
+            raise ValueError(f"`device={device}` is not a CUDA index; indices start at 0.")
         device = torch.device("cuda", device)
     elif isinstance(device, str):
         try:

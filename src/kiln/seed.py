@@ -33,8 +33,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
         >>> _ = kiln.seed_everything(0); bool(a == torch.rand(1))
         True
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer; received {seed!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"`seed` must be an integer in [0, 2**63); received {seed!r}.")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA and MPS device

@@ -13,8 +13,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from kiln.batch import slice_batch
-from kiln.data import Data, as_tensor, loader, split
+from kiln.batch import rebuild_sequence, slice_batch
+from kiln.data import Data, as_tensor, check_batch_size, loader, split
 
 #: Samples per batch when `fit` receives raw tensors or a Dataset and no `batch_size`.
 DEFAULT_BATCH_SIZE = 32
@@ -62,13 +62,18 @@ def as_batches(data: Any, name: str, batch_size: int | None, shuffle: bool) -> I
         if sized and len(data.dataset) == 0:  # type: ignore[arg-type, union-attr]
             raise ValueError(f"`{name}` is a DataLoader over an empty dataset.")
         return data
-    size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    size = DEFAULT_BATCH_SIZE if batch_size is None else check_batch_size(batch_size)
     if _is_raw(data):
         return Data(data, batch_size=size, shuffle=shuffle)
     if isinstance(data, Dataset):
         if not isinstance(data, IterableDataset) and len(data) == 0:  # type: ignore[arg-type]
             raise ValueError(f"`{name}` is an empty dataset; it has no samples to use.")
-        return loader(data, batch_size=size, shuffle=shuffle)
+        # An iterable dataset yields samples in its own order; DataLoader rejects shuffle for it.
+        return loader(
+            data, batch_size=size, shuffle=shuffle and not isinstance(data, IterableDataset)
+        )
+    if isinstance(data, (tuple, list)) and len(data) == 0:
+        raise ValueError(f"`{name}` is an empty {type(data).__name__}; pass `(X, Y)`.")
     kind = "a dict" if isinstance(data, Mapping) else type(data).__name__
     raise TypeError(f"`{name}` must be {ACCEPTED}; received {kind}.")
 
@@ -125,7 +130,7 @@ def _as_input_tree(inputs: Any) -> Any:
     if isinstance(inputs, Mapping):
         return {key: _as_input_tree(value) for key, value in inputs.items()}
     if isinstance(inputs, (list, tuple)):
-        return type(inputs)(_as_input_tree(value) for value in inputs)
+        return rebuild_sequence(inputs, [_as_input_tree(value) for value in inputs])
     raise TypeError(
         "`predict` takes tensors or arrays (alone, in a tuple or list, or in a dict), or "
         f"{ACCEPTED}; received {type(inputs).__name__}."
@@ -152,7 +157,8 @@ def iterate_inputs(inputs: Any, batch_size: int | None) -> Iterable[Any]:
             f"All input tensors given to `predict` must have the same length; received lengths "
             f"{sorted(lengths)}."
         )
-    total, size = lengths.pop(), batch_size or DEFAULT_PREDICT_BATCH_SIZE
+    size = DEFAULT_PREDICT_BATCH_SIZE if batch_size is None else check_batch_size(batch_size)
+    total = lengths.pop()
     wrap = isinstance(tree, (list, tuple))
     return (
         (slice_batch(tree, start, start + size),)

@@ -170,7 +170,7 @@ class Trainer:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
             raise ValueError(f"`epochs` must be a positive integer; received {epochs!r}.")
         self._check_can_train()
-        if isinstance(val, float):
+        if isinstance(val, (int, float)) and not isinstance(val, bool):
             train, val = hold_out(train, val)
         train_batches = as_batches(train, "train", batch_size, shuffle=True)
         val_batches = None if val is None else as_batches(val, "val", batch_size, shuffle=False)
@@ -273,7 +273,7 @@ class Trainer:
         return tracker.compute()
 
     def _begin_pass(self, stage: str, batches: Iterable[Any]) -> PassTracker:
-        self.state.stage = stage
+        self.state.stage, self.state.batch_idx = stage, 0
         self._pass_batches = batches
         if self.loss is not None:
             self.loss.armed = True  # check the first batch of every pass
@@ -284,7 +284,7 @@ class Trainer:
     def _run_step(self, stage: str, batch: Any, batch_idx: int) -> StepOutput:
         """Run the stage's step method; on the first batch, explain what goes wrong."""
         method = self.training_step if stage == TRAIN else self.validation_step
-        name = f"{stage}_step" if stage == TRAIN else "validation_step"
+        name = "training_step" if stage == TRAIN else "validation_step"
         if stage not in self._unchecked:
             return to_step_output(method(batch, batch_idx), batch, name)
         self._unchecked.discard(stage)
@@ -308,15 +308,17 @@ class Trainer:
                 monitors = (getattr(cb, "monitor", None) for cb in self._callbacks)
                 keys.update(m for m in monitors if isinstance(m, str) and m.startswith("val_"))
             check_monitors(self._callbacks, keys, validates)
+            # Validation runs after the first epoch's steps: check its labels now.
+            self._check_all_labels(output, self._val_batches)
         else:
             check_metric_inputs(output, bool(self.metrics), method)
-        self._check_all_labels(output)
+        self._check_all_labels(output, self._pass_batches)
 
-    def _check_all_labels(self, output: StepOutput) -> None:
+    def _check_all_labels(self, output: StepOutput, data: Any) -> None:
         """Check every class label of in-memory data at once, not only the first batch's."""
         from kiln.data import Data
 
-        data, loss = self._pass_batches, self.loss
+        loss = self.loss
         if not isinstance(data, Data) or loss is None or loss.kind != CLASSES:
             return
         target, result = data.tensors[-1], output.output

@@ -101,6 +101,7 @@ class ProgressBar(Callback):
                 unit="batch",
                 dynamic_ncols=True,
                 file=sys.stderr,
+                mininterval=0,  # we already refresh at most every `refresh_seconds`
             )
 
     def on_train_batch_end(self, trainer: Trainer) -> None:
@@ -110,13 +111,13 @@ class ProgressBar(Callback):
             self._refresh(trainer)
 
     def _refresh(self, trainer: Trainer) -> None:
-        self._bar.update(self._pending)
-        self._steps += self._pending
-        self._pending = 0
         output = trainer.state.output
         if output is not None and output.loss is not None:
             # The only read from the device, at most once per refresh.
-            self._bar.set_postfix_str(f"loss: {float(output.loss):.4f}", refresh=False)
+            self._bar.set_postfix_str(f"loss: {float(output.loss.detach()):.4f}", refresh=False)
+        self._bar.update(self._pending)  # draws the bar with its new postfix
+        self._steps += self._pending
+        self._pending = 0
         self._next_refresh = time.monotonic() + self.refresh_seconds
 
     def _close(self) -> None:

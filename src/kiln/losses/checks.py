@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 CLASSES = "classes"
@@ -47,7 +48,7 @@ def check_loss_inputs(name: str, kind: str, output: Any, target: Any) -> None:
 def _check_elementwise(name: str, output: Tensor, target: Tensor) -> None:
     if output.shape != target.shape:
         fix = (
-            f"reshape the target with `y.view({', '.join(str(s) for s in output.shape)})`"
+            f"reshape the target with `y.view({', '.join(['-1', *map(str, output.shape[1:])])})`"
             if output.numel() == target.numel()
             else "make the model's output and the target the same shape"
         )
@@ -79,6 +80,11 @@ def _check_classes(name: str, output: Tensor, target: Tensor) -> None:
             f"{_shape(output[:, 0])}; received float targets of shape {_shape(target)}. "
             "Convert them with `y.long()` (or give class probabilities of the output's shape)."
         )
+    if target.dtype not in (torch.long, torch.uint8):
+        raise ValueError(
+            f"The loss {name} expects class labels of dtype int64; received {target.dtype}. "
+            "Convert them with `y.long()`."
+        )
     expected = (output.shape[0], *output.shape[2:])
     if tuple(target.shape) != expected:
         fix = "`y.view(-1)`" if target.numel() == output.shape[0] else "one label per sample"
@@ -96,8 +102,12 @@ def check_label_range(name: str, target: Tensor, num_classes: int) -> None:
     low, high = int(target.min()), int(target.max())
     if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
+        fix = (
+            "Check the labels: class labels count from 0, so none can be negative."
+            if bad < 0
+            else f"Check the labels, or give the model's last layer {high + 1} outputs."
+        )
         raise ValueError(
             f"The loss {name} got the class label {bad}, but the model's output has "
-            f"{num_classes} classes, so labels must lie in 0..{num_classes - 1}. Check the "
-            f"labels, or give the model's last layer {max(high + 1, num_classes)} outputs."
+            f"{num_classes} classes, so labels must lie in 0..{num_classes - 1}. {fix}"
         )

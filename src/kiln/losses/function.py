@@ -60,7 +60,7 @@ _MODULE_KINDS: dict[type[nn.Module], str] = {
 
 def normalize_name(name: str) -> str:
     """Return the canonical form of a loss name: `"CrossEntropyLoss"` -> `"cross_entropy"`."""
-    key = name.strip().lower().replace("-", "_")
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
     if key.endswith("loss") and key not in LOSS_NAMES:
         key = key[: -len("loss")].rstrip("_")
     if key in LOSS_NAMES:
@@ -116,10 +116,17 @@ class LossFunction:
         if self._weight_keyword is not None and not self._takes_reduction:
             return self.fn(output, target, **{self._weight_keyword: weight})
         unreduced = self._unreduced(output, target)
-        if self.kind == CLASSES and weight.dim() == 2 and unreduced.dim() == 1:
+        if (
+            self.kind == CLASSES
+            and weight.dim() == 2
+            and weight.shape[1] != 1
+            and unreduced.dim() == 1
+        ):
             weight = weight.gather(1, target.long().unsqueeze(1)).squeeze(1)
         elif weight.dim() == 1 or (weight.dim() == 2 and weight.shape[1] == 1):
             weight = weight.reshape(-1, *([1] * (unreduced.dim() - 1)))
+        if self.fn is F.kl_div:  # batchmean, as without weights
+            return (unreduced * weight).sum() / unreduced.shape[0]
         return (unreduced * weight).mean()
 
     def _mean(self, output: Any, target: Any) -> Tensor:

@@ -48,7 +48,7 @@ class Metric:
         if self._total is None:
             # float64 keeps long sums exact; Apple's MPS has no float64.
             dtype = torch.float32 if total.device.type == "mps" else torch.float64
-            self._total = total.detach().to(dtype)
+            self._total = total.detach().to(dtype, copy=True)
         else:
             self._total += total.detach()
         self._count += count

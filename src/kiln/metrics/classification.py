@@ -60,6 +60,13 @@ class Accuracy(Metric):
             return
         if target.is_floating_point() and target.shape == output.shape:
             target = target.argmax(1)
+        expected = (output.shape[0], *output.shape[2:])
+        if tuple(target.shape) != expected:
+            raise ValueError(
+                f"{self.name}: scores of shape {tuple(output.shape)} need one label per "
+                f"sample, a target of shape {expected}; received {tuple(target.shape)}. "
+                "Reshape the labels, e.g. `y.view(-1)`."
+            )
         if self.top_k == 1:
             right = output.argmax(1) == target
         else:

@@ -39,13 +39,17 @@ def _from_name(name: str, logits: bool) -> Metric:
     return metric
 
 
+def _is_metric_object(spec: Any) -> bool:
+    return all(callable(getattr(spec, m, None)) for m in ("update", "compute", "reset"))
+
+
 def _resolve_one(spec: Any, name: str | None, logits: bool) -> Any:
     if isinstance(spec, str):
         metric = _from_name(spec, logits)
         if name is not None:
             metric.name = name
         return metric
-    if all(callable(getattr(spec, m, None)) for m in ("update", "compute", "reset")):
+    if _is_metric_object(spec):
         if name is not None:
             spec.name = name
         elif not isinstance(getattr(spec, "name", None), str):
@@ -84,7 +88,7 @@ def resolve_metrics(metrics: Any, logits: bool = False) -> list[Any]:
         return []
     if isinstance(metrics, Mapping):
         resolved = [_resolve_one(spec, str(name), logits) for name, spec in metrics.items()]
-    elif isinstance(metrics, (str, Metric)) or callable(metrics):
+    elif isinstance(metrics, (str, Metric)) or callable(metrics) or _is_metric_object(metrics):
         resolved = [_resolve_one(metrics, None, logits)]
     else:
         resolved = [_resolve_one(spec, None, logits) for spec in metrics]

@@ -1,0 +1,130 @@
+"""Tests of `kiln.optim.names`: resolving `optimizer=` into a torch optimizer."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from kiln.optim import OPTIMIZER_NAMES, resolve_optimizer
+
+EXPECTED = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "radam": torch.optim.RAdam,
+    "nadam": torch.optim.NAdam,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+    "adamax": torch.optim.Adamax,
+    "adadelta": torch.optim.Adadelta,
+    "asgd": torch.optim.ASGD,
+    "rprop": torch.optim.Rprop,
+}
+
+
+def _model() -> nn.Module:
+    return nn.Linear(3, 2)
+
+
+def test_optimizer_names_table():
+    """The table holds exactly the documented names."""
+    assert OPTIMIZER_NAMES == EXPECTED
+
+
+@pytest.mark.parametrize(("name", "cls"), sorted(EXPECTED.items()))
+def test_resolve_optimizer_by_name(name, cls):
+    """Each name builds its torch class over the model's parameters with the given lr."""
+    model = _model()
+    optimizer = resolve_optimizer(name, model, lr=0.05)
+    assert type(optimizer) is cls
+    assert optimizer.defaults["lr"] == 0.05
+    assert optimizer.param_groups[0]["params"] == list(model.parameters())
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "ADAMW", " rmsprop ", "RAdam"])
+def test_resolve_optimizer_case_insensitive(name):
+    """Names are case-insensitive and stripped."""
+    optimizer = resolve_optimizer(name, _model(), lr=0.1)
+    assert type(optimizer) is EXPECTED[name.strip().lower()]
+
+
+@pytest.mark.parametrize(
+    ("name", "lr"), [("sgd", 1e-2), ("adam", 1e-3), ("adamw", 1e-3), ("rmsprop", 1e-3)]
+)
+def test_resolve_optimizer_default_lr(name, lr):
+    """Without `lr` a name gets 1e-3, or 1e-2 for SGD."""
+    assert resolve_optimizer(name, _model(), lr=None).defaults["lr"] == lr
+
+
+def test_resolve_optimizer_only_trainable_parameters():
+    """Frozen parameters are left out of the optimizer."""
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    model[0].requires_grad_(False)
+    optimizer = resolve_optimizer("adam", model, lr=None)
+    assert optimizer.param_groups[0]["params"] == list(model[1].parameters())
+
+
+def test_resolve_optimizer_instance_passes_through():
+    """An optimizer instance is returned as it is."""
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    assert resolve_optimizer(optimizer, model, lr=None) is optimizer
+
+
+def test_resolve_optimizer_callable():
+    """A callable taking the parameters is called to build the optimizer."""
+    model = _model()
+    optimizer = resolve_optimizer(functools.partial(torch.optim.SGD, lr=0.1), model, lr=None)
+    assert type(optimizer) is torch.optim.SGD
+    assert optimizer.defaults["lr"] == 0.1
+    assert optimizer.param_groups[0]["params"] == list(model.parameters())
+
+
+def test_resolve_optimizer_callable_returns_non_optimizer():
+    """A callable that returns no optimizer raises TypeError naming what it returned."""
+    with pytest.raises(TypeError, match=r"must return a torch\.optim\.Optimizer; it returned list"):
+        resolve_optimizer(list, _model(), lr=None)
+
+
+@pytest.mark.parametrize("bad", [42, 0.1, None])
+def test_resolve_optimizer_bad_kind(bad):
+    """Anything but a name, an optimizer or a callable raises TypeError."""
+    with pytest.raises(TypeError, match=r"`optimizer` must be a name"):
+        resolve_optimizer(bad, _model(), lr=None)
+
+
+def test_resolve_optimizer_unknown_name_lists_known():
+    """An unknown name raises ValueError listing the known names."""
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'lbfgsx'\. Known names: sgd, adam"):
+        resolve_optimizer("lbfgsx", _model(), lr=None)
+
+
+def test_resolve_optimizer_lr_with_instance():
+    """`lr` given with an optimizer instance raises ValueError."""
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    with pytest.raises(ValueError, match=r"`lr=0\.1` cannot apply to an optimizer built outside"):
+        resolve_optimizer(optimizer, model, lr=0.1)
+
+
+def test_resolve_optimizer_lr_with_callable():
+    """`lr` given with an optimizer callable raises ValueError."""
+    with pytest.raises(ValueError, match=r"cannot apply to an optimizer built outside"):
+        resolve_optimizer(functools.partial(torch.optim.SGD, lr=0.1), _model(), lr=0.01)
+
+
+@pytest.mark.parametrize("lr", [0, 0.0, -0.1, float("nan"), True])
+def test_resolve_optimizer_non_positive_lr(lr):
+    """A learning rate that is not a positive number raises ValueError."""
+    with pytest.raises(ValueError, match=r"`lr` must be a positive number"):
+        resolve_optimizer("adam", _model(), lr=lr)
+
+
+@pytest.mark.parametrize("model", [nn.ReLU(), nn.Linear(3, 2).requires_grad_(False)])
+def test_resolve_optimizer_no_trainable_parameters(model):
+    """A model without trainable parameters raises ValueError."""
+    with pytest.raises(ValueError, match=r"no trainable parameters"):
+        resolve_optimizer("adam", model, lr=None)
