@@ -69,7 +69,7 @@ class Config:
     batch_sizes: tuple[int, ...] = (64, 256)
 
 
-FULL = Config(samples=50_000, rounds=7, loader_rounds=5, warmup=2, import_runs=5)
+FULL = Config(samples=50_000, rounds=9, loader_rounds=7, warmup=2, import_runs=5)
 QUICK = Config(samples=5_000, rounds=3, loader_rounds=2, warmup=1, import_runs=1)
 
 

@@ -12,6 +12,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from kiln.batch import split_batch
+from kiln.data import Data
+from kiln.losses import LossFunction
+from kiln.losses.checks import CLASSES, check_label_range
 from kiln.step import StepOutput
 
 #: Fragments of torch's messages for inputs that do not fit a layer.
@@ -135,4 +138,71 @@ def check_monitors(callbacks: Iterable[Any], keys: set[str], validates: bool) ->
         raise ValueError(
             f"{type(callback).__name__}(monitor={monitor!r}) names a value that is never "
             f"logged.{hint} Logged values: {', '.join(sorted(keys))}."
+        )
+
+
+def check_all_labels(loss: LossFunction | None, output: StepOutput, data: Any) -> None:
+    """Check every class label of in-memory data at once, not only the first batch's."""
+    if not isinstance(data, Data) or loss is None or loss.kind != CLASSES:
+        return
+    target, result = data.tensors[-1], output.output
+    if len(data.tensors) > 1 and not target.is_floating_point() and isinstance(result, Tensor):
+        check_label_range(loss.name, target, result.shape[1])
+
+
+def check_first_output(
+    output: StepOutput,
+    method: str,
+    *,
+    training: bool,
+    metrics: list[Any],
+    callbacks: Iterable[Any],
+    loss: LossFunction | None,
+    data: Any,
+    val_data: Any,
+    custom_validation: bool,
+) -> None:
+    """Check the first step of a pass, before any optimizer step is taken.
+
+    Args:
+        output: What the step returned.
+        method: The step method's name, for messages.
+        training: Whether this is the training pass (then the validation data and the callbacks'
+            monitored values are checked too, since validation runs only after the first epoch).
+        metrics: The trainer's metrics.
+        callbacks: The trainer's callbacks.
+        loss: The trainer's loss.
+        data: The data of this pass.
+        val_data: The validation data of the run, or `None`.
+        custom_validation: Whether a model or trainer defines its own `validation_step`, whose
+            logged values are known only once it runs.
+    """
+    if not training:
+        check_metric_inputs(output, bool(metrics), method)
+        check_all_labels(loss, output, data)
+        return
+    check_training_output(output, bool(metrics), method)
+    validates = val_data is not None
+    callbacks = list(callbacks)
+    keys = logged_keys(output, [metric.name for metric in metrics], validates)
+    if validates and custom_validation:  # leave validation monitors unchecked
+        monitors = (getattr(callback, "monitor", None) for callback in callbacks)
+        keys.update(m for m in monitors if isinstance(m, str) and m.startswith("val_"))
+    check_monitors(callbacks, keys, validates)
+    for part in (data, val_data):
+        check_all_labels(loss, output, part)
+
+
+def check_can_train(optimizer: Any, loss: LossFunction | None, defines_step: bool) -> None:
+    """Raise `ValueError` if a trainer lacks what `fit` needs: an optimizer and a loss."""
+    if optimizer is None:
+        raise ValueError(
+            "This trainer has no optimizer, so it cannot fit. Create it with one, e.g. "
+            "`Trainer(model, loss=..., optimizer='adam')`."
+        )
+    if loss is None and not defines_step:
+        raise ValueError(
+            "The trainer has no loss and the model defines no `training_step`, so there is "
+            "nothing to minimize. Pass `loss=` (such as 'cross_entropy' or 'mse'), or define "
+            "`training_step(batch, batch_idx)` on the model."
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -26,17 +26,10 @@ from kiln.batch import concat_outputs, is_on_device, to_device
 from kiln.callbacks.dispatch import CallbackList
 from kiln.callbacks.progress import ProgressBar
 from kiln.devices import resolve_device
-from kiln.diagnostics import (
-    check_metric_inputs,
-    check_monitors,
-    check_training_output,
-    explain_model_error,
-    logged_keys,
-)
+from kiln.diagnostics import check_can_train, check_first_output, explain_model_error
 from kiln.events import Event
 from kiln.history import Evaluation, History
 from kiln.losses import LossFunction, resolve_loss
-from kiln.losses.checks import CLASSES, check_label_range
 from kiln.metrics import resolve_metrics
 from kiln.optim import resolve_optimizer
 from kiln.optim.names import OptimizerSpec
@@ -113,7 +106,9 @@ class Trainer:
             TRAIN: PassTracker(self.metrics),
             VALIDATION: PassTracker(copy.deepcopy(self.metrics)),
         }
-        self._unchecked: set[str] = set()
+        self._unchecked: set[str] = set()  # passes whose first step is still to be checked
+        self._pass_batches: Iterable[Any] | None = None
+        self._val_batches: Iterable[Any] | None = None
 
     @property
     def callbacks(self) -> CallbackList:
@@ -169,7 +164,7 @@ class Trainer:
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
             raise ValueError(f"`epochs` must be a positive integer; received {epochs!r}.")
-        self._check_can_train()
+        check_can_train(self.optimizer, self.loss, self._defines("training_step"))
         if isinstance(val, (int, float)) and not isinstance(val, bool):
             train, val = hold_out(train, val)
         train_batches = as_batches(train, "train", batch_size, shuffle=True)
@@ -180,7 +175,6 @@ class Trainer:
         state.num_batches = num_batches(train_batches)
         self._unchecked = {TRAIN, VALIDATION}
         self._val_batches = val_batches
-        self._train_batches = train_batches
         self._emit(Event.FIT_START)
         try:
             while state.epoch < state.max_epochs and not state.should_stop:
@@ -213,12 +207,7 @@ class Trainer:
         batch_start = callbacks.uses(Event.TRAIN_BATCH_START)
         before_step = callbacks.uses(Event.BEFORE_OPTIMIZER_STEP)
         batch_end = callbacks.uses(Event.TRAIN_BATCH_END)
-        move: bool | None = None
-        for batch_idx, batch in enumerate(batches):
-            if move is None:  # decided once per pass: data already on the device is not copied
-                move = not is_on_device(batch, self.device)
-            if move:
-                batch = to_device(batch, self.device, non_blocking=self.device.type == "cuda")
+        for batch_idx, batch in enumerate(self._on_device(batches)):
             state.batch_idx, state.batch = batch_idx, batch
             if batch_start:
                 callbacks(Event.TRAIN_BATCH_START, self)
@@ -237,7 +226,11 @@ class Trainer:
             if state.should_stop:
                 break
         state.epoch += 1
-        state.logs = {"epoch": state.epoch, **tracker.compute(), "lr": self._learning_rate()}
+        state.logs = {
+            "epoch": state.epoch,
+            **tracker.compute(),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+        }
         self.history.batch_losses.extend(tracker.batch_losses())
         state.stage = None
         self._emit(Event.TRAIN_EPOCH_END)
@@ -255,13 +248,8 @@ class Trainer:
         tracker = self._begin_pass(VALIDATION, batches)
         batch_end = emit and callbacks.uses(Event.VALIDATION_BATCH_END)
         self.model.eval()
-        move: bool | None = None
         with torch.inference_mode():
-            for batch_idx, batch in enumerate(batches):
-                if move is None:
-                    move = not is_on_device(batch, self.device)
-                if move:
-                    batch = to_device(batch, self.device, non_blocking=self.device.type == "cuda")
+            for batch_idx, batch in enumerate(self._on_device(batches)):
                 state.batch_idx, state.batch = batch_idx, batch
                 output = self._run_step(VALIDATION, batch, batch_idx)
                 state.output = output
@@ -271,6 +259,14 @@ class Trainer:
         if tracker.samples == 0:
             raise ValueError("The evaluation data yielded no batches; there is nothing to measure.")
         return tracker.compute()
+
+    def _on_device(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """Yield the batches on the training device; data already there is not copied."""
+        device, move = self.device, None
+        for batch in batches:
+            if move is None:  # decided once per pass, from the first batch
+                move = not is_on_device(batch, device)
+            yield to_device(batch, device, non_blocking=device.type == "cuda") if move else batch
 
     def _begin_pass(self, stage: str, batches: Iterable[Any]) -> PassTracker:
         self.state.stage, self.state.batch_idx = stage, 0
@@ -295,58 +291,23 @@ class Trainer:
             if explained is error:
                 raise
             raise explained from error
-        self._check_first_output(stage, output, name)
+        check_first_output(
+            output,
+            name,
+            training=stage == TRAIN,
+            metrics=self.metrics,
+            callbacks=self._callbacks,
+            loss=self.loss,
+            data=self._pass_batches,
+            val_data=self._val_batches,
+            custom_validation=self._defines("validation_step"),
+        )
         return output
-
-    def _check_first_output(self, stage: str, output: StepOutput, method: str) -> None:
-        if stage == TRAIN:
-            check_training_output(output, bool(self.metrics), method)
-            validates = self._val_batches is not None
-            keys = logged_keys(output, [m.name for m in self.metrics], validates)
-            if validates and self._defines("validation_step"):
-                # Its values are known only once it runs: leave validation monitors unchecked.
-                monitors = (getattr(cb, "monitor", None) for cb in self._callbacks)
-                keys.update(m for m in monitors if isinstance(m, str) and m.startswith("val_"))
-            check_monitors(self._callbacks, keys, validates)
-            # Validation runs after the first epoch's steps: check its labels now.
-            self._check_all_labels(output, self._val_batches)
-        else:
-            check_metric_inputs(output, bool(self.metrics), method)
-        self._check_all_labels(output, self._pass_batches)
-
-    def _check_all_labels(self, output: StepOutput, data: Any) -> None:
-        """Check every class label of in-memory data at once, not only the first batch's."""
-        from kiln.data import Data
-
-        loss = self.loss
-        if not isinstance(data, Data) or loss is None or loss.kind != CLASSES:
-            return
-        target, result = data.tensors[-1], output.output
-        if len(data.tensors) > 1 and not target.is_floating_point() and result is not None:
-            check_label_range(loss.name, target, result.shape[1])
-
-    def _check_can_train(self) -> None:
-        if self.optimizer is None:
-            raise ValueError(
-                "This trainer has no optimizer, so it cannot fit. Create it with one, e.g. "
-                "`Trainer(model, loss=..., optimizer='adam')`."
-            )
-        if self.loss is None and not self._defines("training_step"):
-            raise ValueError(
-                "The trainer has no loss and the model defines no `training_step`, so there "
-                "is nothing to minimize. Pass `loss=` (such as 'cross_entropy' or 'mse'), or "
-                "define `training_step(batch, batch_idx)` on the model."
-            )
 
     def _defines(self, method: str) -> bool:
         """Whether the model, or a subclass of Trainer, provides its own `method`."""
         overridden = getattr(type(self), method) is not getattr(Trainer, method)
         return overridden or callable(getattr(self.model, method, None))
-
-    def _learning_rate(self) -> float:
-        if self.optimizer is None:
-            return float("nan")
-        return float(self.optimizer.param_groups[0]["lr"])
 
     # ----------------------------------------------------------------------------------------
     # The step methods: override them to change what happens to a batch.
@@ -424,13 +385,8 @@ class Trainer:
         batches = iterate_inputs(inputs, batch_size)
         outputs = []
         self.model.eval()
-        move: bool | None = None
         with torch.inference_mode():
-            for batch_idx, batch in enumerate(batches):
-                if move is None:
-                    move = not is_on_device(batch, self.device)
-                if move:
-                    batch = to_device(batch, self.device, non_blocking=self.device.type == "cuda")
+            for batch_idx, batch in enumerate(self._on_device(batches)):
                 outputs.append(self.predict_step(batch, batch_idx))
         if not outputs:
             raise ValueError("`predict` received no samples.")
