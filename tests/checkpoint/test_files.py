@@ -1,0 +1,72 @@
+"""Tests of atomic checkpoint writes and safe loading."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+
+import pytest
+import torch
+
+from kiln.checkpoint import CheckpointError, atomic_save, safe_load
+
+
+def test_atomic_save_round_trips_tensors_and_plain_data(tmp_path):
+    """What atomic_save writes, safe_load reads back equal; no temporary file is left."""
+    state = {"weights": torch.arange(4.0), "epoch": 3, "history": [{"loss": 0.5}], "name": "x"}
+    path = atomic_save(state, tmp_path / "state.pt")
+    loaded = safe_load(path)
+    assert torch.equal(loaded["weights"], state["weights"])
+    assert loaded["history"] == state["history"]
+    assert os.listdir(tmp_path) == ["state.pt"]
+
+
+def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
+    """A full disk during a write leaves the previous checkpoint whole and no temporary file."""
+    path = atomic_save({"version": 1}, tmp_path / "last.pt")
+
+    def full_disk(obj, file):
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="the disk is full. The previous checkpoint"):
+        atomic_save({"version": 2}, path)
+    monkeypatch.undo()
+    assert safe_load(path) == {"version": 1}
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_atomic_save_into_a_missing_directory_says_so(tmp_path):
+    """Writing where no directory exists raises CheckpointError naming the path."""
+    with pytest.raises(CheckpointError, match="Could not write the checkpoint .*missing"):
+        atomic_save({}, tmp_path / "missing" / "last.pt")
+
+
+class Exploit:
+    """A pickle payload that would run a command when unpickled."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_safe_load_refuses_a_pickle_that_runs_code(tmp_path, monkeypatch):
+    """A crafted pickle is refused with a clear error, and its code never runs."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"weights": torch.ones(1), "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="Refused to load .*could run code"):
+        safe_load(path)
+    assert not (tmp_path / "pwned").exists()
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(CheckpointError, match="Refused to load"):
+        safe_load(raw)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_safe_load_of_a_missing_file_says_so(tmp_path):
+    """Loading a path with no file raises CheckpointError naming it."""
+    with pytest.raises(CheckpointError, match="No checkpoint at .*nothing.pt"):
+        safe_load(tmp_path / "nothing.pt")
