@@ -16,6 +16,10 @@ import torch
 def seed_everything(seed: int, deterministic: bool = False) -> int:
     """Seed Python's `random`, NumPy and torch on every device, and return the seed.
 
+    The same seed repeats a run exactly on the same machine with the same number of CPU threads
+    (`torch.get_num_threads()`): reductions split over a different number of threads add in a
+    different order.
+
     Args:
         seed: The seed, a non-negative integer.
         deterministic: Also ask torch for deterministic algorithms (slower on the GPU; the CPU

@@ -61,7 +61,11 @@ def test_early_stopping_improvement_resets_the_counter():
     stopper = EarlyStopping(patience=3, min_delta=0.05)
     trainer = run(stopper, [1.0, 0.9, 0.88, 0.87, 0.5, 0.6, 0.7, 0.8, 0.9])
     assert (stopper.best, stopper.best_epoch) == (0.5, 5)
+    assert stopper.best_logs["val_loss"] == 0.5
     assert trainer.state.epoch == 8
+    assert "did not improve by more than 0.05 for 3 epochs (best val_loss: 0.5000 at epoch 5)" in (
+        trainer.state.stop_reason or ""
+    )
 
 
 def test_early_stopping_restore_best_loads_the_best_weights():

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import math
 from typing import TYPE_CHECKING, Any
 
 from kiln.callbacks.base import Callback
 from kiln.callbacks.monitor import improved, initial_best, resolve_mode
+from kiln.callbacks.progress import format_value
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -28,6 +28,9 @@ class EarlyStopping(Callback):
         patience: Epochs without improvement before stopping.
         min_delta: The smallest change that counts as an improvement.
         restore_best: At the end of `fit`, load the weights of the best epoch (kept in memory).
+
+    After a run, `best`, `best_epoch` and `best_logs` (all values of the best epoch) tell what
+    was best.
 
     Example:
         >>> import kiln
@@ -59,13 +62,14 @@ class EarlyStopping(Callback):
         self.restore_best = restore_best
         self.best = initial_best(self.mode)
         self.best_epoch = 0
+        self.best_logs: dict[str, float] = {}
         self.wait = 0
         self._best_weights: dict[str, Tensor] | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """Start counting afresh."""
         self.best, self.best_epoch, self.wait = initial_best(self.mode), 0, 0
-        self._best_weights = None
+        self.best_logs, self._best_weights = {}, None
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         """Compare this epoch's value with the best; stop after `patience` epochs without."""
@@ -80,14 +84,17 @@ class EarlyStopping(Callback):
         value = logs[self.monitor]
         if improved(value, self.best, self.mode, self.min_delta):
             self.best, self.best_epoch, self.wait = value, trainer.state.epoch, 0
+            self.best_logs = dict(logs)
             if self.restore_best:
                 self._best_weights = copy.deepcopy(trainer.model.state_dict())
             return
         self.wait += 1
         if self.wait >= self.patience:
+            by = f" by more than {self.min_delta:g}" if self.min_delta > 0 else ""
+            best = format_value(self.monitor, self.best)
             trainer.request_stop(
-                f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
-                f"(best {self.best:.6g} at epoch {self.best_epoch})"
+                f"early stopping: {self.monitor} did not improve{by} for {self.patience} epochs "
+                f"(best {best} at epoch {self.best_epoch})"
             )
 
     def on_fit_end(self, trainer: Trainer) -> None:
@@ -102,12 +109,14 @@ class EarlyStopping(Callback):
             "best": self.best,
             "best_epoch": self.best_epoch,
             "wait": self.wait,
+            "best_logs": self.best_logs,
             "best_weights": self._best_weights,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
-        self.best = float(state["best"]) if state["best"] is not None else math.inf
+        self.best = float(state["best"]) if state["best"] is not None else initial_best(self.mode)
         self.best_epoch = int(state["best_epoch"])
         self.wait = int(state["wait"])
+        self.best_logs = dict(state.get("best_logs", {}))
         self._best_weights = state["best_weights"]
