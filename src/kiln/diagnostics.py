@@ -7,7 +7,7 @@ messages that say what was received, what was expected and how to fix it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
@@ -16,6 +16,9 @@ from kiln.data import Data
 from kiln.losses import LossFunction
 from kiln.losses.checks import CLASSES, check_label_range
 from kiln.step import StepOutput
+
+if TYPE_CHECKING:
+    from kiln.trainer import Trainer
 
 #: Fragments of torch's messages for inputs that do not fit a layer.
 _SHAPE_ERRORS = (
@@ -150,47 +153,28 @@ def check_all_labels(loss: LossFunction | None, output: StepOutput, data: Any) -
         check_label_range(loss.name, target, result.shape[1])
 
 
-def check_first_output(
-    output: StepOutput,
-    method: str,
-    *,
-    training: bool,
-    metrics: list[Any],
-    callbacks: Iterable[Any],
-    loss: LossFunction | None,
-    data: Any,
-    val_data: Any,
-    custom_validation: bool,
-) -> None:
+def check_first_output(trainer: Trainer, output: StepOutput, method: str) -> None:
     """Check the first step of a pass, before any optimizer step is taken.
 
-    Args:
-        output: What the step returned.
-        method: The step method's name, for messages.
-        training: Whether this is the training pass (then the validation data and the callbacks'
-            monitored values are checked too, since validation runs only after the first epoch).
-        metrics: The trainer's metrics.
-        callbacks: The trainer's callbacks.
-        loss: The trainer's loss.
-        data: The data of this pass.
-        val_data: The validation data of the run, or `None`.
-        custom_validation: Whether a model or trainer defines its own `validation_step`, whose
-            logged values are known only once it runs.
+    In the training pass the validation data and the callbacks' monitored values are checked
+    too, since validation runs only after the first epoch's steps.
     """
-    if not training:
+    state, metrics, loss = trainer.state, trainer.metrics, trainer.loss
+    if state.stage != "train":
         check_metric_inputs(output, bool(metrics), method)
-        check_all_labels(loss, output, data)
+        check_all_labels(loss, output, state.data)
         return
     check_training_output(output, bool(metrics), method)
-    validates = val_data is not None
-    callbacks = list(callbacks)
+    validates = state.val_data is not None
+    callbacks = list(trainer.callbacks)
     keys = logged_keys(output, [metric.name for metric in metrics], validates)
-    if validates and custom_validation:  # leave validation monitors unchecked
+    if validates and trainer.defines("validation_step"):
+        # Its values are known only once it runs: leave validation monitors unchecked.
         monitors = (getattr(callback, "monitor", None) for callback in callbacks)
         keys.update(m for m in monitors if isinstance(m, str) and m.startswith("val_"))
     check_monitors(callbacks, keys, validates)
-    for part in (data, val_data):
-        check_all_labels(loss, output, part)
+    for data in (state.data, state.val_data):
+        check_all_labels(loss, output, data)
 
 
 def check_can_train(optimizer: Any, loss: LossFunction | None, defines_step: bool) -> None:

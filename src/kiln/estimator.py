@@ -63,7 +63,14 @@ class Estimator:
     ) -> History:
         """Train the model; the arguments are those of `kiln.Trainer` and `Trainer.fit`."""
         trainer = Trainer(
-            self._as_module(), loss, optimizer, lr, metrics, callbacks, device, progress
+            self._as_module(),
+            loss=loss,
+            optimizer=optimizer,
+            lr=lr,
+            metrics=metrics,
+            callbacks=callbacks,
+            device=device,
+            progress=progress,
         )
         self._kiln_trainer = trainer
         return trainer.fit(train, val, epochs, batch_size=batch_size)

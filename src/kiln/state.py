@@ -28,10 +28,13 @@ class TrainState:
     | `samples`     | training samples processed                                               |
     | `num_batches` | batches in one training pass, or `None` when the data cannot tell        |
     | `batch_idx`   | 0-based index of the current batch in its pass (training or validation)  |
+    | `data`        | the data of the current pass (what `fit`, `evaluate` received, batched)  |
+    | `val_data`    | the validation data of the current `fit`, or `None`                      |
     | `batch`       | the current batch, already on the device                                 |
     | `output`      | the `StepOutput` of the last training or validation step                 |
     | `logs`        | the current epoch's values (`loss`, `accuracy`, `val_loss`, `lr`, ...)   |
     | `stage`       | `"train"`, `"validation"` or `None` between passes                       |
+    | `resumed`     | whether the current `fit` continued a run saved in the directory         |
     | `should_stop` | set by `trainer.request_stop`; the loop stops after the current batch    |
     | `stop_reason` | why the run stopped early, in words                                      |
     | `error`       | the exception being raised, during the `EXCEPTION` event                 |
@@ -48,10 +51,13 @@ class TrainState:
     samples: int = 0
     num_batches: int | None = None
     batch_idx: int = 0
+    data: Any = None
+    val_data: Any = None
     batch: Any = None
     output: StepOutput | None = None
     logs: dict[str, float] = field(default_factory=dict)
     stage: str | None = None
+    resumed: bool = False
     should_stop: bool = False
     stop_reason: str | None = None
     error: BaseException | None = None

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 from torch import Tensor, nn
 
 from kiln.batch import batch_size_of, call_model, split_batch
 from kiln.losses import LossFunction
+
+#: What a step method may return: a `StepOutput`, the loss, or a dict with "loss".
+StepResult = Union["StepOutput", Tensor, dict[str, Any]]
 
 #: Keys of a step's dict that are not logged: the loss is logged as "loss", the others feed
 #: the metrics.

@@ -15,8 +15,10 @@ pass (`tracking.py`), first-batch diagnostics (`diagnostics.py`) and callbacks (
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from torch import nn
 from kiln.batch import concat_outputs, is_on_device, to_device
 from kiln.callbacks.dispatch import CallbackList
 from kiln.callbacks.progress import ProgressBar
+from kiln.checkpoint import run as checkpoints
 from kiln.devices import resolve_device
 from kiln.diagnostics import check_can_train, check_first_output, explain_model_error
 from kiln.events import Event
@@ -35,7 +38,7 @@ from kiln.optim import resolve_optimizer
 from kiln.optim.names import OptimizerSpec
 from kiln.sources import as_batches, hold_out, iterate_inputs, num_batches, set_epoch
 from kiln.state import TrainState
-from kiln.step import StepOutput, prediction_step, supervised_step, to_step_output
+from kiln.step import StepOutput, StepResult, prediction_step, supervised_step, to_step_output
 from kiln.tracking import PassTracker
 
 TRAIN, VALIDATION = "train", "validation"
@@ -63,6 +66,9 @@ class Trainer:
         callbacks: `kiln.Callback` objects, called in list order.
         device: `"auto"` (the GPU with the most free memory, then MPS, then the CPU), `"cpu"`,
             `"cuda:1"`, a CUDA index, or `False` for the CPU.
+        dir: The experiment directory. With it, the whole training state is saved atomically
+            to `dir/last.ckpt` after every epoch, so that `fit(..., resume=True)` continues the
+            run exactly where it stopped. `None`: nothing is written to disk.
         progress: Add a `ProgressBar` (unless `callbacks` has one already).
 
     Example:
@@ -86,11 +92,13 @@ class Trainer:
         metrics: Any = None,
         callbacks: Iterable[Any] | None = None,
         device: str | int | bool | torch.device | None = "auto",
+        dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module; received {type(model).__name__}.")
         self.device = resolve_device(device)
+        self.dir = None if dir is None else Path(dir)
         self.model = model.to(self.device)
         self.loss: LossFunction | None = resolve_loss(loss)
         self.optimizer = None if optimizer is None else resolve_optimizer(optimizer, model, lr)
@@ -107,8 +115,6 @@ class Trainer:
             VALIDATION: PassTracker(copy.deepcopy(self.metrics)),
         }
         self._unchecked: set[str] = set()  # passes whose first step is still to be checked
-        self._pass_batches: Iterable[Any] | None = None
-        self._val_batches: Iterable[Any] | None = None
 
     @property
     def callbacks(self) -> CallbackList:
@@ -117,12 +123,6 @@ class Trainer:
 
     @callbacks.setter
     def callbacks(self, callbacks: Iterable[Any]) -> None:
-        for callback in callbacks:
-            if not any(callable(getattr(callback, event.value, None)) for event in Event):
-                raise TypeError(
-                    f"{type(callback).__name__} is not a callback: it has no `on_<event>` "
-                    "method. Subclass kiln.Callback and override the events you need."
-                )
         self._callbacks = CallbackList(callbacks)
 
     def _emit(self, event: Event) -> None:
@@ -137,11 +137,14 @@ class Trainer:
         if not self.state.should_stop:
             self.state.should_stop, self.state.stop_reason = True, reason
 
-    # ----------------------------------------------------------------------------------------
-    # fit: the loop
-
     def fit(
-        self, train: Any, val: Any = None, epochs: int = 1, *, batch_size: int | None = None
+        self,
+        train: Any,
+        val: Any = None,
+        epochs: int = 1,
+        resume: bool = False,
+        *,
+        batch_size: int | None = None,
     ) -> History:
         """Train for `epochs` epochs, validating after each when `val` is given.
 
@@ -153,7 +156,11 @@ class Trainer:
                 `(X, Y)` / `(X, W, Y)` of tensors or numpy arrays (shuffled at every epoch).
             val: Validation data of the same kinds, or a fraction of `train` to hold out (the
                 same samples on every run).
-            epochs: How many epochs to train in this call.
+            epochs: How many epochs to train in this call; with `resume=True`, the total
+                epoch count of the run, of which the saved epochs are already done.
+            resume: Continue the run saved in `dir` (a later run of the same script after a
+                crash or a kill); with nothing saved yet, start from scratch. A run that ended
+                (early stopping, for instance) stays ended.
             batch_size: Samples per batch for tensors, arrays and Datasets (default 32).
 
         Returns:
@@ -164,17 +171,20 @@ class Trainer:
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
             raise ValueError(f"`epochs` must be a positive integer; received {epochs!r}.")
-        check_can_train(self.optimizer, self.loss, self._defines("training_step"))
+        check_can_train(self.optimizer, self.loss, self.defines("training_step"))
         if isinstance(val, (int, float)) and not isinstance(val, bool):
             train, val = hold_out(train, val)
         train_batches = as_batches(train, "train", batch_size, shuffle=True)
         val_batches = None if val is None else as_batches(val, "val", batch_size, shuffle=False)
         state = self.state
-        state.max_epochs = state.epoch + epochs
         state.should_stop, state.stop_reason, state.error = False, None, None
+        if self.dir is not None:
+            checkpoints.prepare_directory(self.dir)  # fails before training if it cannot be written
+        state.resumed = resume and checkpoints.resume_run(self, self.dir)
+        state.max_epochs = epochs if resume else state.epoch + epochs
         state.num_batches = num_batches(train_batches)
         self._unchecked = {TRAIN, VALIDATION}
-        self._val_batches = val_batches
+        state.val_data = val_batches
         self._emit(Event.FIT_START)
         try:
             while state.epoch < state.max_epochs and not state.should_stop:
@@ -185,6 +195,8 @@ class Trainer:
                 state.logs["time"] = time.perf_counter() - started
                 self.history.append(state.logs)
                 self._emit(Event.EPOCH_END)
+                if self.dir is not None:  # after the callbacks, so their state is saved too
+                    checkpoints.save_last(self, self.dir)
         except BaseException as error:
             state.error = error
             self._emit(Event.EXCEPTION)
@@ -260,6 +272,18 @@ class Trainer:
             raise ValueError("The evaluation data yielded no batches; there is nothing to measure.")
         return tracker.compute()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Return the whole training state as tensors and plain data.
+
+        It holds the model, the optimizer, the counters, the history, the callbacks' states and
+        every random generator.
+        """
+        return checkpoints.trainer_state(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by `state_dict`, to continue that run exactly."""
+        checkpoints.restore_trainer(self, state, "the given state")
+
     def _on_device(self, batches: Iterable[Any]) -> Iterator[Any]:
         """Yield the batches on the training device; data already there is not copied."""
         device, move = self.device, None
@@ -269,8 +293,7 @@ class Trainer:
             yield to_device(batch, device, non_blocking=device.type == "cuda") if move else batch
 
     def _begin_pass(self, stage: str, batches: Iterable[Any]) -> PassTracker:
-        self.state.stage, self.state.batch_idx = stage, 0
-        self._pass_batches = batches
+        self.state.stage, self.state.batch_idx, self.state.data = stage, 0, batches
         if self.loss is not None:
             self.loss.armed = True  # check the first batch of every pass
         tracker = self._trackers[stage]
@@ -291,30 +314,15 @@ class Trainer:
             if explained is error:
                 raise
             raise explained from error
-        check_first_output(
-            output,
-            name,
-            training=stage == TRAIN,
-            metrics=self.metrics,
-            callbacks=self._callbacks,
-            loss=self.loss,
-            data=self._pass_batches,
-            val_data=self._val_batches,
-            custom_validation=self._defines("validation_step"),
-        )
+        check_first_output(self, output, name)
         return output
 
-    def _defines(self, method: str) -> bool:
+    def defines(self, method: str) -> bool:
         """Whether the model, or a subclass of Trainer, provides its own `method`."""
         overridden = getattr(type(self), method) is not getattr(Trainer, method)
         return overridden or callable(getattr(self.model, method, None))
 
-    # ----------------------------------------------------------------------------------------
-    # The step methods: override them to change what happens to a batch.
-
-    def training_step(
-        self, batch: Any, batch_idx: int
-    ) -> StepOutput | torch.Tensor | dict[str, Any]:
+    def training_step(self, batch: Any, batch_idx: int) -> StepResult:
         """Compute the loss of one training batch (the trainer then runs backward and the step).
 
         By default: the model's own `training_step` when it has one, else `loss(model(x), y)`.
@@ -327,9 +335,7 @@ class Trainer:
             return model_step(batch, batch_idx)  # type: ignore[no-any-return]
         return supervised_step(self.model, self.loss, batch)
 
-    def validation_step(
-        self, batch: Any, batch_idx: int
-    ) -> StepOutput | torch.Tensor | dict[str, Any]:
+    def validation_step(self, batch: Any, batch_idx: int) -> StepResult:
         """Compute the loss and values of one validation or evaluation batch.
 
         Runs with the model in eval mode and without gradients. By default: the model's
@@ -350,9 +356,6 @@ class Trainer:
         if model_step is not None:
             return model_step(batch, batch_idx)
         return prediction_step(self.model, self.loss, batch)
-
-    # ----------------------------------------------------------------------------------------
-    # evaluate and predict
 
     def evaluate(self, data: Any, *, batch_size: int | None = None) -> Evaluation:
         """Measure the loss and metrics on `data`, with the model in eval mode.
@@ -393,8 +396,4 @@ class Trainer:
         return to_device(concat_outputs(outputs), torch.device("cpu"))
 
     def __repr__(self) -> str:
-        return (
-            f"Trainer({type(self.model).__name__}, loss={self.loss}, "
-            f"optimizer={type(self.optimizer).__name__}, device={self.device}, "
-            f"epoch={self.state.epoch})"
-        )
+        return f"Trainer({type(self.model).__name__}, loss={self.loss}, device={self.device})"

@@ -38,6 +38,12 @@ class CallbackList:
 
     def __init__(self, callbacks: Iterable[Any] = ()) -> None:
         self.callbacks = list(callbacks)
+        for callback in self.callbacks:
+            if not any(callable(getattr(callback, event.value, None)) for event in Event):
+                raise TypeError(
+                    f"{type(callback).__name__} is not a callback: it has no `on_<event>` "
+                    "method. Subclass kiln.Callback and override the events you need."
+                )
         self._methods: dict[Event, list[tuple[Any, Callable[[Trainer], None]]]] = {
             event: [(cb, getattr(cb, event.value)) for cb in self.callbacks if overrides(cb, event)]
             for event in Event

@@ -67,7 +67,9 @@ class EarlyStopping(Callback):
         self._best_weights: dict[str, Tensor] | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        """Start counting afresh."""
+        """Start counting afresh, unless the run resumes (then the saved counts go on)."""
+        if trainer.state.resumed:
+            return
         self.best, self.best_epoch, self.wait = initial_best(self.mode), 0, 0
         self.best_logs, self._best_weights = {}, None
 

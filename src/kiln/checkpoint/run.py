@@ -1,0 +1,164 @@
+"""The checkpoint of a run: the trainer's whole state, saved after each epoch and resumed.
+
+What lives here: what a trainer's state is made of (model, optimizer, counters, history, callback
+states, every random generator), where it is kept in an experiment directory, and loading it
+back with clear errors. What does not: file safety (`files.py`), or the decision of when to save,
+which the trainer's loop makes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from kiln.checkpoint.files import CheckpointError, atomic_save, safe_load
+from kiln.checkpoint.rng import get_rng_state, set_rng_state
+
+if TYPE_CHECKING:
+    from kiln.trainer import Trainer
+
+#: The file in the experiment directory that always holds the latest complete state.
+LAST = "last.ckpt"
+#: Bumped when the layout of a checkpoint changes incompatibly.
+FORMAT = 1
+
+
+def prepare_directory(directory: Path) -> None:
+    """Create the experiment directory and prove it writable, before any training happens.
+
+    Temporary files left by a run killed while writing are removed.
+
+    Raises:
+        CheckpointError: If the directory cannot be created or written.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"kiln")
+        probe.unlink()
+    except OSError as error:
+        raise CheckpointError(
+            error.errno,
+            f"The experiment directory {directory} is not writable ({error.strerror or error}). "
+            "Choose another `dir=`, or fix its permissions, before training.",
+        ) from error
+    for stale in directory.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """Return everything needed to continue `trainer`'s run exactly: tensors and plain data."""
+    optimizer = trainer.optimizer
+    return {
+        "format": FORMAT,
+        "model": trainer.model.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "state": {**trainer.state.state_dict(), "stop_reason": trainer.state.stop_reason},
+        "history": trainer.history.state_dict(),
+        "callbacks": [
+            {"name": type(callback).__name__, "state": _callback_state(callback)}
+            for callback in trainer.callbacks
+        ],
+        "rng": get_rng_state(),
+    }
+
+
+def _callback_state(callback: Any) -> dict[str, Any]:
+    state_dict = getattr(callback, "state_dict", None)
+    return state_dict() if callable(state_dict) else {}
+
+
+def load_model_state(model: nn.Module, weights: dict[str, Any], source: str) -> None:
+    """Load `weights` into `model`, naming the mismatched keys and shapes when they differ.
+
+    Raises:
+        ValueError: If the weights come from another architecture.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    reshaped = [
+        f"{key}: {tuple(weights[key].shape)} in the file, {tuple(own[key].shape)} in the model"
+        for key in sorted(set(own) & set(weights))
+        if hasattr(weights[key], "shape") and weights[key].shape != own[key].shape
+    ]
+    if missing or unexpected or reshaped:
+        details = [
+            *(["missing from the file: " + ", ".join(missing[:10])] if missing else []),
+            *(["not in the model: " + ", ".join(unexpected[:10])] if unexpected else []),
+            *(["different shapes: " + "; ".join(reshaped[:10])] if reshaped else []),
+        ]
+        raise ValueError(
+            f"The weights in {source} do not fit {type(model).__name__}: it was saved from "
+            f"another architecture ({' | '.join(details)}). Build the model as it was when saved."
+        )
+    model.load_state_dict(weights)
+
+
+def restore_trainer(trainer: Trainer, checkpoint: dict[str, Any], source: str) -> None:
+    """Put `trainer` back in the state `trainer_state` captured.
+
+    Raises:
+        ValueError: If the checkpoint does not match the trainer's model or callbacks.
+    """
+    if checkpoint.get("format") != FORMAT:
+        raise ValueError(
+            f"{source} is a checkpoint of format {checkpoint.get('format')!r}; this kiln reads "
+            f"format {FORMAT}."
+        )
+    load_model_state(trainer.model, checkpoint["model"], source)
+    if trainer.optimizer is not None and checkpoint["optimizer"] is not None:
+        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    saved = checkpoint["callbacks"]
+    names = [type(callback).__name__ for callback in trainer.callbacks]
+    if [entry["name"] for entry in saved] != names:
+        raise ValueError(
+            f"{source} was saved by a trainer with the callbacks "
+            f"{[entry['name'] for entry in saved]}, but this trainer has {names}. Resume with "
+            "the same callbacks, in the same order, to continue the same run."
+        )
+    for callback, entry in zip(trainer.callbacks, saved, strict=True):
+        load_state_dict = getattr(callback, "load_state_dict", None)
+        if callable(load_state_dict):
+            load_state_dict(entry["state"])
+    trainer.state.load_state_dict(checkpoint["state"])
+    trainer.state.stop_reason = checkpoint["state"].get("stop_reason")
+    trainer.history.load_state_dict(checkpoint["history"])
+    set_rng_state(checkpoint["rng"])
+
+
+def save_last(trainer: Trainer, directory: Path) -> Path:
+    """Write the trainer's state to `directory/last.ckpt`, atomically."""
+    return atomic_save(trainer_state(trainer), directory / LAST)
+
+
+def load_last(trainer: Trainer, directory: Path) -> bool:
+    """Restore the trainer from `directory/last.ckpt`; return whether there was one."""
+    path = directory / LAST
+    if not path.is_file():
+        return False
+    restore_trainer(trainer, safe_load(path), str(path))
+    return True
+
+
+def resume_run(trainer: Trainer, directory: Path | None) -> bool:
+    """Restore the run saved in `directory`; return whether there was one to resume.
+
+    A run that had ended (by early stopping, say) is restored as ended, so running the same
+    script again does not train it further.
+
+    Raises:
+        ValueError: If the trainer has no experiment directory.
+    """
+    if directory is None:
+        raise ValueError(
+            "`resume=True` continues the run saved in the experiment directory, but this "
+            "trainer has none: create it with `Trainer(..., dir='runs/name')`."
+        )
+    if not load_last(trainer, directory):
+        return False
+    trainer.state.should_stop = trainer.state.stop_reason is not None
+    return True
