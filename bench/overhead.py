@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -332,17 +332,16 @@ def table(results: list[tuple[Row, int, list[float]]], import_seconds: float) ->
     return "\n".join(lines)
 
 
-def report(config: Config, body: str, quick: bool, seconds: float, others: float | None) -> str:
+def report(config: Config, body: str, command: str, seconds: float, others: float | None) -> str:
     """Return the full Markdown report: the table, the machine and how to reproduce it.
 
     Args:
         config: What was measured.
         body: The table.
-        quick: Whether this was the `--quick` version.
+        command: The command line that reproduces the run.
         seconds: How long the benchmark took.
         others: Cores other processes kept busy on average during the run, when known.
     """
-    command = "python bench/overhead.py" + (" --quick" if quick else "") + "  # or: make bench"
     load = "" if others is None else f" Other processes kept {others:.2f} cores busy meanwhile."
     return (
         f"{body}\n\n"
@@ -350,7 +349,7 @@ def report(config: Config, body: str, quick: bool, seconds: float, others: float
         f"Workload: {config.samples:,} samples; median of {config.rounds} interleaved rounds "
         f"({config.loader_rounds} for the DataLoader rows) after {config.warmup} warm-up "
         f"epoch(s). The benchmark took {seconds:.0f} s.{load}\n"
-        f"Reproduce: `{command}`\n"
+        f"Reproduce: `{command}` (the defaults are `make bench`)\n"
     )
 
 
@@ -359,8 +358,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny version that takes seconds")
     parser.add_argument("--markdown", metavar="PATH", help="also write the report to PATH")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="timed rounds of every row (more on a noisy machine)",
+    )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
+    if args.rounds:
+        config = replace(config, rounds=args.rounds, loader_rounds=args.rounds)
     torch.set_num_threads(1)
     started, busy_before = time.perf_counter(), busy_seconds()
     print("Timing epochs (stderr shows progress; the report follows)...", file=sys.stderr)
@@ -373,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         machine_busy = busy_after[0] - busy_before[0]
         own = busy_after[1] - busy_before[1]
         others = max(machine_busy - own, 0.0) / seconds
-    text = report(config, table(results, import_seconds), args.quick, seconds, others)
+    options = (" --quick" if args.quick else "") + (
+        f" --rounds {args.rounds}" if args.rounds else ""
+    )
+    command = f"python bench/overhead.py{options}"
+    text = report(config, table(results, import_seconds), command, seconds, others)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as file:

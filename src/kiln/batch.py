@@ -8,7 +8,7 @@ batches. What does not: where batches come from (`data.py`) or what a step does 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,6 +41,9 @@ def split_batch(batch: Any) -> tuple[Any, Tensor | None, Tensor | None]:
         >>> w is None, tuple(y.shape)
         (True, (2,))
     """
+    kind = type(batch)
+    if (kind is tuple or kind is list) and 1 < len(batch) < 4:  # the usual case, checked first
+        return (batch[0], None, batch[1]) if len(batch) == 2 else (batch[0], batch[1], batch[2])
     if isinstance(batch, (Tensor, Mapping)):
         return batch, None, None
     if isinstance(batch, Sequence) and not isinstance(batch, str):
@@ -116,6 +119,22 @@ def is_on_device(obj: Any, device: torch.device) -> bool:
     if isinstance(obj, (list, tuple)):
         return all(is_on_device(item, device) for item in obj)
     return True
+
+
+def on_device(batches: Iterable[Any], device: torch.device) -> Iterator[Any]:
+    """Yield the batches on `device`; data already there (decided from the first) is not copied.
+
+    Example:
+        >>> import torch
+        >>> batches = [torch.zeros(2), torch.ones(2)]
+        >>> [b.device.type for b in on_device(batches, torch.device("cpu"))]
+        ['cpu', 'cpu']
+    """
+    move = None
+    for batch in batches:
+        if move is None:
+            move = not is_on_device(batch, device)
+        yield to_device(batch, device, non_blocking=device.type == "cuda") if move else batch
 
 
 def slice_batch(obj: Any, start: int, stop: int) -> Any:

@@ -8,7 +8,7 @@ step never has to repeat them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -76,6 +76,16 @@ def to_step_output(returned: Any, batch: Any, method: str) -> StepOutput:
         f"`{method}` must return the loss (a scalar tensor) or a dict such as "
         f"{{'loss': loss, 'score': accuracy}}; it returned {type(returned).__name__}."
     )
+
+
+def find_model_steps(model: nn.Module) -> dict[str, Callable[..., Any] | None]:
+    """Return the model's own `training_step`, `validation_step` and `predict_step` (or None).
+
+    The trainer looks them up once per pass: a module's `__getattr__` for a missing name raises
+    and catches an exception, microseconds that would otherwise be paid at every step.
+    """
+    names = ("training_step", "validation_step", "predict_step")
+    return {name: getattr(model, name, None) for name in names}
 
 
 def supervised_step(model: nn.Module, loss: LossFunction | None, batch: Any) -> StepOutput:

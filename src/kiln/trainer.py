@@ -17,14 +17,14 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from kiln.batch import concat_outputs, is_on_device, to_device
+from kiln.batch import concat_outputs, on_device, to_device
 from kiln.callbacks.dispatch import CallbackList
 from kiln.callbacks.progress import ProgressBar
 from kiln.checkpoint import run as checkpoints
@@ -38,7 +38,14 @@ from kiln.optim import resolve_optimizer
 from kiln.optim.names import OptimizerSpec
 from kiln.sources import as_batches, hold_out, iterate_inputs, num_batches, set_epoch
 from kiln.state import TrainState
-from kiln.step import StepOutput, StepResult, prediction_step, supervised_step, to_step_output
+from kiln.step import (
+    StepOutput,
+    StepResult,
+    find_model_steps,
+    prediction_step,
+    supervised_step,
+    to_step_output,
+)
 from kiln.tracking import PassTracker
 
 TRAIN, VALIDATION = "train", "validation"
@@ -110,11 +117,13 @@ class Trainer:
         self.callbacks = callbacks
         self.state = TrainState()
         self.history = History()
+        metrics = self.metrics  # validation gets copies, so both passes' values coexist
         self._trackers = {
-            TRAIN: PassTracker(self.metrics),
-            VALIDATION: PassTracker(copy.deepcopy(self.metrics)),
+            TRAIN: PassTracker(metrics),
+            VALIDATION: PassTracker(copy.deepcopy(metrics)),
         }
         self._unchecked: set[str] = set()  # passes whose first step is still to be checked
+        self._model_steps = find_model_steps(self.model)
 
     @property
     def callbacks(self) -> CallbackList:
@@ -129,11 +138,7 @@ class Trainer:
         self._callbacks(event, self)
 
     def request_stop(self, reason: str = "stop requested") -> None:
-        """Ask the loop to stop after the current batch; the epoch is then completed and logged.
-
-        Args:
-            reason: Why, in words; kept in `state.stop_reason` and shown by the progress bar.
-        """
+        """Stop after the current batch (and log its epoch), for `reason` (`state.stop_reason`)."""
         if not self.state.should_stop:
             self.state.should_stop, self.state.stop_reason = True, reason
 
@@ -219,7 +224,7 @@ class Trainer:
         batch_start = callbacks.uses(Event.TRAIN_BATCH_START)
         before_step = callbacks.uses(Event.BEFORE_OPTIMIZER_STEP)
         batch_end = callbacks.uses(Event.TRAIN_BATCH_END)
-        for batch_idx, batch in enumerate(self._on_device(batches)):
+        for batch_idx, batch in enumerate(on_device(batches, self.device)):
             state.batch_idx, state.batch = batch_idx, batch
             if batch_start:
                 callbacks(Event.TRAIN_BATCH_START, self)
@@ -261,7 +266,7 @@ class Trainer:
         batch_end = emit and callbacks.uses(Event.VALIDATION_BATCH_END)
         self.model.eval()
         with torch.inference_mode():
-            for batch_idx, batch in enumerate(self._on_device(batches)):
+            for batch_idx, batch in enumerate(on_device(batches, self.device)):
                 state.batch_idx, state.batch = batch_idx, batch
                 output = self._run_step(VALIDATION, batch, batch_idx)
                 state.output = output
@@ -284,16 +289,9 @@ class Trainer:
         """Restore a state returned by `state_dict`, to continue that run exactly."""
         checkpoints.restore_trainer(self, state, "the given state")
 
-    def _on_device(self, batches: Iterable[Any]) -> Iterator[Any]:
-        """Yield the batches on the training device; data already there is not copied."""
-        device, move = self.device, None
-        for batch in batches:
-            if move is None:  # decided once per pass, from the first batch
-                move = not is_on_device(batch, device)
-            yield to_device(batch, device, non_blocking=device.type == "cuda") if move else batch
-
     def _begin_pass(self, stage: str, batches: Iterable[Any]) -> PassTracker:
         self.state.stage, self.state.batch_idx, self.state.data = stage, 0, batches
+        self._model_steps = find_model_steps(self.model)
         if self.loss is not None:
             self.loss.armed = True  # check the first batch of every pass
         tracker = self._trackers[stage]
@@ -330,7 +328,7 @@ class Trainer:
         with `"loss"` (and `"output"`/`"target"` for metrics, and other values to log), or a
         `StepOutput`.
         """
-        model_step = getattr(self.model, "training_step", None)
+        model_step = self._model_steps["training_step"]
         if model_step is not None:
             return model_step(batch, batch_idx)  # type: ignore[no-any-return]
         return supervised_step(self.model, self.loss, batch)
@@ -341,7 +339,7 @@ class Trainer:
         Runs with the model in eval mode and without gradients. By default: the model's
         `validation_step` when it has one, else `training_step`.
         """
-        model_step = getattr(self.model, "validation_step", None)
+        model_step = self._model_steps["validation_step"]
         if model_step is not None:
             return model_step(batch, batch_idx)  # type: ignore[no-any-return]
         return self.training_step(batch, batch_idx)
@@ -352,7 +350,7 @@ class Trainer:
         By default: the model's `predict_step` when it has one, else the model's output on the
         batch's inputs, post-processed by the loss where the loss defines `postproc`.
         """
-        model_step = getattr(self.model, "predict_step", None)
+        model_step = self._model_steps["predict_step"]
         if model_step is not None:
             return model_step(batch, batch_idx)
         return prediction_step(self.model, self.loss, batch)
@@ -386,10 +384,11 @@ class Trainer:
             A tensor (or the structure the model returns, each part concatenated).
         """
         batches = iterate_inputs(inputs, batch_size)
+        self._model_steps = find_model_steps(self.model)
         outputs = []
         self.model.eval()
         with torch.inference_mode():
-            for batch_idx, batch in enumerate(self._on_device(batches)):
+            for batch_idx, batch in enumerate(on_device(batches, self.device)):
                 outputs.append(self.predict_step(batch, batch_idx))
         if not outputs:
             raise ValueError("`predict` received no samples.")
