@@ -45,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -166,7 +167,7 @@ def raw_loader(x: Tensor, y: Tensor, batch_size: int) -> Epoch:
     return epoch
 
 
-def kiln_fit(data: object, **options: object) -> Epoch:
+def kiln_fit(data: object, **options: Any) -> Epoch:
     """Return one epoch of `kiln.Trainer.fit` on `data`: a `fit(epochs=1)` call per epoch."""
     trainer = kiln.Trainer(
         make_model(), loss="cross_entropy", optimizer="adam", lr=1e-3, device="cpu", **options
