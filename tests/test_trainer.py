@@ -214,17 +214,21 @@ def test_predict_concatenates_batches_on_the_cpu():
     assert torch.allclose(from_data, expected)
 
 
+class Regressor(nn.Linear):
+    """A linear model that defines its own training step (the QuNet/Lightning door)."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.mse_loss(self(x), y)
+
+
 def test_model_defined_step_logs_its_values_with_val_prefix():
     """A training_step returning {'loss', 'score'} logs score and val_score (sample-weighted)."""
 
-    class Stepper(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.linear = nn.Linear(2, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.linear(x)
-
+    class Stepper(Regressor):
         def training_step(self, batch, batch_idx):
             x, y = batch
             loss = F.mse_loss(self(x), y)
@@ -242,18 +246,7 @@ def test_model_defined_step_logs_its_values_with_val_prefix():
 def test_model_defined_validation_and_predict_steps_are_used():
     """validation_step and predict_step on the model replace the defaults."""
 
-    class Stepper(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.linear = nn.Linear(2, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.linear(x)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return F.mse_loss(self(x), y)
-
+    class Stepper(Regressor):
         def validation_step(self, batch, batch_idx):
             return {"loss": torch.tensor(7.0), "special": 3.0}
 
