@@ -44,13 +44,16 @@ class Metric:
         raise NotImplementedError(f"{type(self).__name__} must implement `update`.")
 
     def _add(self, total: Tensor, count: int) -> None:
-        # In-place on our own tensor: no allocation, and no host sync.
+        # In-place on our own tensor: no allocation, and no host sync. The trainer passes
+        # detached outputs, so detaching again (one more kernel call per step) is rarely needed.
+        if total.requires_grad:
+            total = total.detach()
         if self._total is None:
             # float64 keeps long sums exact; Apple's MPS has no float64.
             dtype = torch.float32 if total.device.type == "mps" else torch.float64
-            self._total = total.detach().to(dtype, copy=True)
+            self._total = total.to(dtype, copy=True)
         else:
-            self._total += total.detach()
+            self._total += total
         self._count += count
 
     def compute(self) -> Tensor:
