@@ -153,14 +153,24 @@ class Data:
 
     def __iter__(self) -> Iterator[Any]:
         """Yield the batches of one pass; a complete pass advances `epoch` by one."""
+        return self.iterate()
+
+    def iterate(self, start: int = 0) -> Iterator[Any]:
+        """Yield the batches of one pass from batch number `start` (a resumed pass) on.
+
+        Example:
+            >>> import torch
+            >>> [batch.tolist() for batch in Data(torch.arange(5), batch_size=2).iterate(1)]
+            [[2, 3], [4]]
+        """
         size, count = self.batch_size, len(self)
         order = self.order()
         tensors = self.tensors
-        for start in range(0, count * size, size):
+        for offset in range(start * size, count * size, size):
             if order is None:
-                parts = [t[start : start + size] for t in tensors]
+                parts = [t[offset : offset + size] for t in tensors]
             else:
-                index = order[start : start + size]
+                index = order[offset : offset + size]
                 parts = [t.index_select(0, index) for t in tensors]
             yield parts[0] if self._single else tuple(parts)
         self.epoch += 1

@@ -50,6 +50,17 @@ class _Series:
         sizes = sizes.reshape(-1, *([1] * (values.dim() - 1)))
         return (values.to(dtype) * sizes).sum(0) / sizes.sum()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The values so far, on the CPU, and their batch sizes."""
+        return {"values": self.stacked().cpu(), "sizes": list(self.sizes)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        """Continue from `state_dict`'s values; later values are appended after them."""
+        # One chunk holding all saved values: the concatenation in `stacked`, and so every
+        # mean, is the same tensor as in the run that saved them.
+        self.chunks, self.values = [state["values"].to(device)], []
+        self.sizes = [int(size) for size in state["sizes"]]
+
 
 class PassTracker:
     """Collects a pass's losses, logged values and metrics; `compute` reads them once.
@@ -99,6 +110,43 @@ class PassTracker:
     def samples(self) -> int:
         """Samples seen in this pass."""
         return self._samples
+
+    @property
+    def steps(self) -> int:
+        """Steps with a loss seen in this pass (in training: the batches done)."""
+        return len(self._loss.sizes)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the pass so far, to continue it after a restart (a mid-epoch checkpoint).
+
+        Raises:
+            TypeError: If a metric cannot save its state (it has no `state_dict`).
+        """
+        for metric in self.metrics:
+            if not callable(getattr(metric, "state_dict", None)):
+                raise TypeError(
+                    f"A mid-epoch checkpoint must save the metric {metric!r}, but it has no "
+                    "`state_dict()`. Give it `state_dict`/`load_state_dict`, or save only at "
+                    "the end of epochs."
+                )
+        return {
+            "samples": self._samples,
+            "loss": self._loss.state_dict() if self._loss.sizes else None,
+            "series": {key: series.state_dict() for key, series in self._series.items()},
+            "metrics": [metric.state_dict() for metric in self.metrics],
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        """Continue the pass saved by `state_dict`, with new values kept on `device`."""
+        self.reset()
+        self._samples = int(state["samples"])
+        if state["loss"] is not None:
+            self._loss.load_state_dict(state["loss"], device)
+        for key, saved in state["series"].items():
+            self._series[key] = _Series()
+            self._series[key].load_state_dict(saved, device)
+        for metric, saved in zip(self.metrics, state["metrics"], strict=True):
+            metric.load_state_dict(saved)
 
     def batch_losses(self) -> list[float]:
         """The loss of every step of the pass, in order."""

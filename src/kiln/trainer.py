@@ -28,6 +28,7 @@ from kiln.batch import concat_outputs, on_device, to_device
 from kiln.callbacks.dispatch import CallbackList
 from kiln.callbacks.progress import ProgressBar
 from kiln.checkpoint import run as checkpoints
+from kiln.checkpoint.position import PassPosition
 from kiln.devices import resolve_device
 from kiln.diagnostics import check_can_train, check_first_output, explain_model_error
 from kiln.events import Event
@@ -124,6 +125,7 @@ class Trainer:
         }
         self._unchecked: set[str] = set()  # passes whose first step is still to be checked
         self._model_steps = find_model_steps(self.model)
+        self._position = PassPosition()
 
     @property
     def callbacks(self) -> CallbackList:
@@ -224,7 +226,9 @@ class Trainer:
         batch_start = callbacks.uses(Event.TRAIN_BATCH_START)
         before_step = callbacks.uses(Event.BEFORE_OPTIMIZER_STEP)
         batch_end = callbacks.uses(Event.TRAIN_BATCH_END)
-        for batch_idx, batch in enumerate(on_device(batches, self.device)):
+        # From the first batch, or from where a mid-epoch checkpoint left off.
+        iterator, first = self._position.begin(batches, tracker, self.device)
+        for batch_idx, batch in enumerate(on_device(iterator, self.device), first):
             state.batch_idx, state.batch = batch_idx, batch
             if batch_start:
                 callbacks(Event.TRAIN_BATCH_START, self)

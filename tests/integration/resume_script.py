@@ -24,6 +24,9 @@ def die() -> None:
 
 
 class KillAtStep(kiln.Callback):
+    def on_fit_start(self, trainer: kiln.Trainer) -> None:
+        print(f"starting at step {trainer.state.step}", flush=True)
+
     def on_train_batch_end(self, trainer: kiln.Trainer) -> None:
         if KIND == "step" and trainer.state.step == KILL_AT:
             die()
@@ -57,7 +60,11 @@ def main() -> None:
         net,
         loss="cross_entropy",
         metrics=["accuracy"],
-        callbacks=[KillAtStep(), kiln.callbacks.EarlyStopping("val_loss", patience=50)],
+        callbacks=[
+            KillAtStep(),
+            kiln.callbacks.EarlyStopping("val_loss", patience=50),
+            kiln.callbacks.StepCheckpoint(every_n_steps=4),  # mid-epoch saves
+        ],
         dir=directory,
         device="cpu",
         progress=False,

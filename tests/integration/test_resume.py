@@ -124,7 +124,8 @@ def test_unwritable_directory_fails_before_training(tmp_path):
     assert trainer.state.step == 0
 
 
-def run_script(directory: Path, epochs: int, kill_at: str | None) -> int:
+def run_script(directory: Path, epochs: int, kill_at: str | None) -> tuple[int, int]:
+    """Run the script; return its exit code and the step it started at."""
     env = {"KILL_AT": kill_at} if kill_at else {}
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(directory), str(epochs)],
@@ -135,21 +136,31 @@ def run_script(directory: Path, epochs: int, kill_at: str | None) -> int:
     )
     if result.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(result.stderr)
-    return result.returncode
+    started = int(result.stdout.split("starting at step ")[1].split()[0])
+    return result.returncode, started
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_and_mid_write_is_bitwise_identical(tmp_path):
-    """Killed mid-epoch and while writing a checkpoint, rerun to the end: same weights, history."""
-    assert run_script(tmp_path / "straight", 6, None) == 0
+    """Killed mid-epoch and while writing checkpoints, rerun to the end: same weights, history.
+
+    192 training samples in batches of 32 make 6 steps an epoch; the script saves after every
+    epoch and, with `StepCheckpoint(every_n_steps=4)`, at steps 4, 8, 12, ... as well.
+    """
+    assert run_script(tmp_path / "straight", 6, None) == (0, 0)
     interrupted = tmp_path / "interrupted"
-    # 192 training samples in batches of 32: 6 steps an epoch.
-    assert run_script(interrupted, 6, "step:10") == -signal.SIGKILL  # in epoch 2
-    assert run_script(interrupted, 6, "write:2") == -signal.SIGKILL  # writing epoch 3's
+    # Dies at step 10: resumes from step 8, in the middle of epoch 2.
+    assert run_script(interrupted, 6, "step:10") == (-signal.SIGKILL, 0)
+    # Saves step 12 (the last batch of epoch 2), dies writing the end of epoch 2: resumes from
+    # the mid-epoch save that has every batch of the epoch done and its validation not.
+    assert run_script(interrupted, 6, "write:2") == (-signal.SIGKILL, 8)
     assert list(interrupted.glob(".*.tmp")), "the killed write leaves its temporary file"
-    assert run_script(interrupted, 6, "step:27") == -signal.SIGKILL  # in epoch 5
+    # Saves the end of epoch 2, dies writing step 16's mid-epoch save.
+    assert run_script(interrupted, 6, "write:2") == (-signal.SIGKILL, 12)
+    # Dies at step 30: resumes from step 28, in the middle of epoch 5.
+    assert run_script(interrupted, 6, "step:30") == (-signal.SIGKILL, 12)
     assert not list(interrupted.glob(".*.tmp")), "a new run clears stale temporary files"
-    assert run_script(interrupted, 6, None) == 0
+    assert run_script(interrupted, 6, None) == (0, 28)
 
     expected = torch.load(tmp_path / "straight" / "result.pt", weights_only=True)
     actual = torch.load(interrupted / "result.pt", weights_only=True)

@@ -52,6 +52,7 @@ def prepare_directory(directory: Path) -> None:
 def trainer_state(trainer: Trainer) -> dict[str, Any]:
     """Return everything needed to continue `trainer`'s run exactly: tensors and plain data."""
     optimizer = trainer.optimizer
+    in_training_pass = trainer.state.stage == "train"
     return {
         "format": FORMAT,
         "model": trainer.model.state_dict(),
@@ -63,6 +64,10 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
             for callback in trainer.callbacks
         ],
         "rng": get_rng_state(),
+        # Saved in the middle of an epoch: how far its training pass got.
+        "position": trainer._position.state_dict(trainer._trackers["train"])
+        if in_training_pass
+        else None,
     }
 
 
@@ -128,6 +133,8 @@ def restore_trainer(trainer: Trainer, checkpoint: dict[str, Any], source: str) -
     trainer.state.stop_reason = checkpoint["state"].get("stop_reason")
     trainer.history.load_state_dict(checkpoint["history"])
     set_rng_state(checkpoint["rng"])
+    position = checkpoint.get("position")
+    trainer._position.pending = None if position is None else {**position, "rng": checkpoint["rng"]}
 
 
 def save_last(trainer: Trainer, directory: Path) -> Path:

@@ -38,6 +38,7 @@ class Metric:
         """Forget everything accumulated so far."""
         self._total: Tensor | None = None
         self._count = 0
+        self._restored: Tensor | None = None  # sums from a checkpoint, moved at the next `_add`
 
     def update(self, output: Any, target: Any) -> None:
         """Accumulate one batch."""
@@ -51,18 +52,36 @@ class Metric:
         if self._total is None:
             # float64 keeps long sums exact; Apple's MPS has no float64.
             dtype = torch.float32 if total.device.type == "mps" else torch.float64
-            self._total = total.to(dtype, copy=True)
+            if self._restored is None:
+                self._total = total.to(dtype, copy=True)
+            else:  # the same addition the saving run made next, on the output's device
+                self._total = self._restored.to(total.device, dtype, copy=True)
+                self._total += total
+                self._restored = None
         else:
             self._total += total
         self._count += count
 
     def compute(self) -> Tensor:
         """Return the value over everything accumulated since the last `reset`."""
+        if self._total is None:
+            self._total, self._restored = self._restored, None
         if self._total is None or self._count == 0:
             raise ValueError(
                 f"The metric {self.name!r} has seen no samples, so it has no value yet."
             )
         return self._total / self._count
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the sums so far, so a checkpoint taken in the middle of a pass can go on."""
+        total = self._restored if self._total is None else self._total
+        saved = None if total is None else total.to("cpu", copy=True)  # not a view of ours
+        return {"total": saved, "count": self._count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from the sums `state_dict` returned."""
+        self._total, self._restored = None, state["total"]
+        self._count = int(state["count"])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
