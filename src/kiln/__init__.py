@@ -20,6 +20,8 @@ from kiln.estimator import Estimator
 from kiln.events import Event
 from kiln.history import Evaluation, History
 from kiln.modules import MLP
+from kiln.rebuild import build
+from kiln.saving import load
 from kiln.seed import seed_everything
 from kiln.state import TrainState
 from kiln.step import StepOutput
@@ -39,7 +41,9 @@ __all__ = [
     "TrainState",
     "Trainer",
     "__version__",
+    "build",
     "callbacks",
+    "load",
     "loader",
     "metrics",
     "seed_everything",

@@ -6,7 +6,7 @@ messages that say what was received, what was expected and how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from kiln.batch import split_batch
 from kiln.data import Data
 from kiln.losses import LossFunction
 from kiln.losses.checks import CLASSES, check_label_range
-from kiln.step import StepOutput
+from kiln.step import StepOutput, to_step_output
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -151,6 +151,21 @@ def check_all_labels(loss: LossFunction | None, output: StepOutput, data: Any) -
     target, result = data.tensors[-1], output.output
     if len(data.tensors) > 1 and not target.is_floating_point() and isinstance(result, Tensor):
         check_label_range(loss.name, target, result.shape[1])
+
+
+def run_first_step(
+    trainer: Trainer, step: Callable[[Any, int], Any], name: str, batch: Any, batch_idx: int
+) -> StepOutput:
+    """Run a pass's first step: explain a model error, then check what the step returned."""
+    try:
+        output = to_step_output(step(batch, batch_idx), batch, name)
+    except RuntimeError as error:
+        explained = explain_model_error(error, trainer.model, batch)
+        if explained is error:
+            raise
+        raise explained from error
+    check_first_output(trainer, output, name)
+    return output
 
 
 def check_first_output(trainer: Trainer, output: StepOutput, method: str) -> None:

@@ -1,7 +1,8 @@
 """Building blocks for models: `MLP`.
 
-What lives here: small, general layers users reach for when wrapping data quickly. What does
-not: anything specific to a task (those belong to the user's model).
+What lives here: small, general layers users reach for when wrapping data quickly; each records
+its constructor arguments, so `kiln.load` rebuilds it from a saved file. What does not: anything
+specific to a task (those belong to the user's model).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from torch import nn
+
+from kiln.rebuild import record_recipe
 
 #: Activation names accepted by `MLP` (QuNet's names, plus a few common ones).
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -92,3 +95,8 @@ class MLP(nn.Sequential):
             previous = width
         layers.append(nn.Linear(previous, output))
         super().__init__(*layers)
+        if type(self) is MLP:  # a subclass's constructor takes other arguments: not recorded
+            recorded_hidden = hidden if hidden is None or isinstance(hidden, int) else widths
+            arguments = {"input": input, "hidden": recorded_hidden, "output": output, "drop": drop}
+            act_name = next((name for name, cls in ACTIVATIONS.items() if cls is act), act)
+            record_recipe(self, MLP, (), {**arguments, "act": act_name, "stretch": stretch})

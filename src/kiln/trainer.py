@@ -9,7 +9,8 @@ Glossary, used the same way everywhere in kiln:
 
 What lives here: the loop and the three step methods a subclass may override. What does not:
 what a batch means (`batch.py`), what a step returns (`step.py`), accumulating values over a
-pass (`tracking.py`), first-batch diagnostics (`diagnostics.py`) and callbacks (`callbacks/`).
+pass (`tracking.py`), first-batch diagnostics (`diagnostics.py`), callbacks (`callbacks/`) and
+files: state, saving, testing checkpoints (`trainer_files.py`, `experiment.py`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from kiln import experiment
 from kiln.batch import concat_outputs, on_device, to_device
 from kiln.callbacks.dispatch import CallbackList
 from kiln.callbacks.progress import ProgressBar
 from kiln.checkpoint import run as checkpoints
 from kiln.checkpoint.position import PassPosition
 from kiln.devices import resolve_device
-from kiln.diagnostics import check_can_train, check_first_output, explain_model_error
+from kiln.diagnostics import check_can_train, run_first_step
 from kiln.events import Event
 from kiln.history import Evaluation, History
 from kiln.losses import LossFunction, resolve_loss
@@ -48,11 +50,12 @@ from kiln.step import (
     to_step_output,
 )
 from kiln.tracking import PassTracker
+from kiln.trainer_files import TrainerFiles
 
 TRAIN, VALIDATION = "train", "validation"
 
 
-class Trainer:
+class Trainer(TrainerFiles):
     """Train, evaluate and run a PyTorch model.
 
     Three ways in, one loop: wrap a plain network with a loss and metrics (Keras, Poutyne);
@@ -76,8 +79,13 @@ class Trainer:
             `"cuda:1"`, a CUDA index, or `False` for the CPU.
         dir: The experiment directory. With it, the whole training state is saved atomically
             to `dir/last.ckpt` after every epoch, so that `fit(..., resume=True)` continues the
-            run exactly where it stopped. `None`: nothing is written to disk.
+            run exactly where it stopped; the best weights by `monitor`, a `log.tsv` and plots
+            are kept there too (`kiln.experiment` has the layout). `None`: nothing on disk.
         progress: Add a `ProgressBar` (unless `callbacks` has one already).
+        task: `"classification"` or `"regression"`: a preset of the loss (cross-entropy, MSE),
+            metrics (accuracy, MAE) and monitored value, for what is not given.
+        monitor: The logged value that decides the best weights in `dir` (default
+            `"val_loss"`; `"val_accuracy"` for classification).
 
     Example:
         >>> import torch, kiln
@@ -102,9 +110,12 @@ class Trainer:
         device: str | int | bool | torch.device | None = "auto",
         dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
+        task: str | None = None,
+        monitor: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module; received {type(model).__name__}.")
+        loss, metrics, self.monitor = experiment.resolve_task(task, loss, metrics, monitor)
         self.device = resolve_device(device)
         self.dir = None if dir is None else Path(dir)
         self.model = model.to(self.device)
@@ -115,6 +126,8 @@ class Trainer:
         callbacks = list(callbacks or [])
         if progress and not any(isinstance(cb, ProgressBar) for cb in callbacks):
             callbacks.insert(0, ProgressBar())
+        if self.dir is not None:
+            callbacks += experiment.directory_callbacks(self.monitor, callbacks)
         self.callbacks = callbacks
         self.state = TrainState()
         self.history = History()
@@ -281,18 +294,6 @@ class Trainer:
             raise ValueError("The evaluation data yielded no batches; there is nothing to measure.")
         return tracker.compute()
 
-    def state_dict(self) -> dict[str, Any]:
-        """Return the whole training state as tensors and plain data.
-
-        It holds the model, the optimizer, the counters, the history, the callbacks' states and
-        every random generator.
-        """
-        return checkpoints.trainer_state(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state returned by `state_dict`, to continue that run exactly."""
-        checkpoints.restore_trainer(self, state, "the given state")
-
     def _begin_pass(self, stage: str, batches: Iterable[Any]) -> PassTracker:
         self.state.stage, self.state.batch_idx, self.state.data = stage, 0, batches
         self._model_steps = find_model_steps(self.model)
@@ -309,15 +310,7 @@ class Trainer:
         if stage not in self._unchecked:
             return to_step_output(method(batch, batch_idx), batch, name)
         self._unchecked.discard(stage)
-        try:
-            output = to_step_output(method(batch, batch_idx), batch, name)
-        except RuntimeError as error:
-            explained = explain_model_error(error, self.model, batch)
-            if explained is error:
-                raise
-            raise explained from error
-        check_first_output(self, output, name)
-        return output
+        return run_first_step(self, method, name, batch, batch_idx)
 
     def defines(self, method: str) -> bool:
         """Whether the model, or a subclass of Trainer, provides its own `method`."""

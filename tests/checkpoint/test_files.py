@@ -31,7 +31,7 @@ def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match="the disk is full. The previous checkpoint"):
+    with pytest.raises(CheckpointError, match="the disk is full. The previous file"):
         atomic_save({"version": 2}, path)
     monkeypatch.undo()
     assert safe_load(path) == {"version": 1}
@@ -40,7 +40,7 @@ def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
 
 def test_atomic_save_into_a_missing_directory_says_so(tmp_path):
     """Writing where no directory exists raises CheckpointError naming the path."""
-    with pytest.raises(CheckpointError, match="Could not write the checkpoint .*missing"):
+    with pytest.raises(CheckpointError, match="Could not write .*missing"):
         atomic_save({}, tmp_path / "missing" / "last.pt")
 
 

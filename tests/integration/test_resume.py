@@ -95,7 +95,10 @@ def test_resume_with_other_callbacks_is_refused(tmp_path):
     trainer, data = make_run(tmp_path / "run")
     trainer.fit(data, val=0.25, epochs=1)
     other, data = make_run(tmp_path / "run", callbacks=[kiln.callbacks.ProgressBar(bar=False)])
-    with pytest.raises(ValueError, match=r"callbacks \['EarlyStopping'\].*this trainer has"):
+    with pytest.raises(
+        ValueError,
+        match=r"callbacks \['EarlyStopping', 'BestWeights', .*this trainer has \['ProgressBar'",
+    ):
         other.fit(data, epochs=2, resume=True)
 
 
@@ -168,3 +171,32 @@ def test_resume_after_sigkill_mid_epoch_and_mid_write_is_bitwise_identical(tmp_p
     assert actual["batch_losses"] == expected["batch_losses"]
     for key, value in expected["weights"].items():
         assert torch.equal(actual["weights"][key], value), key
+
+
+def test_full_disk_during_a_run_is_reported_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch
+):
+    """ENOSPC on the second epoch's save: a clear error, and epoch 1's checkpoint still loads."""
+    import errno
+
+    import kiln.checkpoint.files as files
+
+    real_save, calls = torch.save, []
+
+    def filling_save(obj, file, *args, **kwargs):
+        calls.append(file.name)
+        if len([name for name in calls if "last.ckpt" in name]) == 2:
+            file.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(files.torch, "save", filling_save)
+    trainer, data = make_run(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="the disk is full.*previous file there"):
+        trainer.fit(data, val=0.25, epochs=3)
+    monkeypatch.setattr(files.torch, "save", real_save)
+    assert trainer.state.epoch == 2
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    again, data = make_run(tmp_path / "run")
+    again.fit(data, val=0.25, epochs=1, resume=True)  # already done: loads epoch 1 and stops
+    assert again.state.epoch == 1

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from kiln.callbacks.base import Callback
 
 if TYPE_CHECKING:
+    from kiln.state import TrainState
     from kiln.trainer import Trainer
 
 #: Values shown elsewhere on the summary line, or not at all.
@@ -46,6 +47,35 @@ def summary_line(epoch: int, epochs: int, steps: int, seconds: float, logs: dict
     return f"Epoch {epoch}/{epochs}  {steps} steps  {seconds:.2f}s  {values}"
 
 
+def epoch_summary(state: TrainState, steps: int) -> str:
+    """Return the line shown after the epoch `state` just finished, which took `steps` steps.
+
+    The seconds are the epoch's logged `time`, so the console, a `TextLog` and a `CSVLogger`
+    agree.
+
+    Example:
+        >>> from kiln import TrainState
+        >>> state = TrainState(epoch=2, max_epochs=5, logs={"epoch": 2, "loss": 0.25, "time": 1.5})
+        >>> epoch_summary(state, steps=10)
+        'Epoch 2/5  10 steps  1.50s  loss: 0.2500'
+    """
+    seconds = float(state.logs.get("time", 0.0))
+    return summary_line(state.epoch, state.max_epochs, steps, seconds, state.logs)
+
+
+def stop_line(state: TrainState) -> str | None:
+    """Return the line that says why the run stopped early, or `None` if it did not.
+
+    Example:
+        >>> from kiln import TrainState
+        >>> stop_line(TrainState(epoch=4, stop_reason="a stop file appeared"))
+        'Stopped after epoch 4: a stop file appeared'
+    """
+    if not state.stop_reason:
+        return None
+    return f"Stopped after epoch {state.epoch}: {state.stop_reason}"
+
+
 class ProgressBar(Callback):
     """Show a progress bar while an epoch trains, then one summary line per epoch.
 
@@ -73,7 +103,6 @@ class ProgressBar(Callback):
         self._pending = 0
         self._steps = 0
         self._next_refresh = 0.0
-        self._epoch_start = 0.0
 
     def _show_bar(self) -> bool:
         if self.bar is not None:
@@ -85,7 +114,6 @@ class ProgressBar(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer) -> None:
         """Open the epoch's bar."""
-        self._epoch_start = time.perf_counter()
         self._steps = self._pending = 0
         self._next_refresh = time.monotonic() + self.refresh_seconds
         if self._show_bar():
@@ -128,13 +156,11 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer: Trainer) -> None:
         """Close the bar and print the epoch's summary line."""
         self._close()
-        state = trainer.state
-        steps = self._steps + self._pending
-        seconds = time.perf_counter() - self._epoch_start
-        self._print(summary_line(state.epoch, state.max_epochs, steps, seconds, state.logs))
+        self._print(epoch_summary(trainer.state, self._steps + self._pending))
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """Close a bar left open by an exception, and say why the run stopped early."""
         self._close()
-        if trainer.state.stop_reason:
-            self._print(f"Stopped after epoch {trainer.state.epoch}: {trainer.state.stop_reason}")
+        line = stop_line(trainer.state)
+        if line is not None:
+            self._print(line)

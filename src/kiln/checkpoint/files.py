@@ -16,8 +16,9 @@ import errno
 import os
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -37,8 +38,55 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Create or replace the file `path` whole, and return the path.
+
+    `write` fills a temporary file beside `path`, which is flushed to the disk and renamed over
+    `path`. Every file kiln writes whole (checkpoints, exported weights, plots, rewritten logs)
+    goes through here.
+
+    Args:
+        path: The file to write; its directory must exist.
+        write: Called once with the temporary file, opened for writing bytes.
+
+    Raises:
+        CheckpointError: If the file cannot be written (a full disk, no permission); the
+            previous file at `path`, if any, is left as it was.
+
+    Example:
+        >>> import tempfile
+        >>> path = atomic_write(tempfile.mkdtemp() + "/notes.txt", lambda file: file.write(b"hi"))
+        >>> path.read_text()
+        'hi'
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        _fsync_directory(path.parent)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, CheckpointError):
+            raise
+        full = error.errno == errno.ENOSPC
+        reason = "the disk is full" if full else (error.strerror or str(error))
+        raise CheckpointError(
+            error.errno,
+            f"Could not write {path}: {reason}. The previous file there, if any, is intact. "
+            "Free some space or choose another directory.",
+        ) from error
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """Write `obj` with `torch.save` to `path` atomically, and return the path.
+    """Write `obj` with `torch.save` to `path` atomically (see `atomic_write`), return the path.
 
     Args:
         obj: Tensors and plain data (what `safe_load` accepts back).
@@ -55,27 +103,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         >>> safe_load(path)["w"]
         tensor([1., 1.])
     """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        _fsync_directory(path.parent)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
-        raise CheckpointError(
-            error.errno,
-            f"Could not write the checkpoint {path}: {reason}. The previous checkpoint there, if "
-            "any, is intact. Free some space or choose another directory.",
-        ) from error
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

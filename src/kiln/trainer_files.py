@@ -1,0 +1,78 @@
+"""What a `Trainer` writes and reads: its state, saved files, exported weights, tested checkpoints.
+
+What lives here: `TrainerFiles`, the part of `Trainer` that deals with files, kept apart so that
+`trainer.py` holds the loop. What does not: the checkpoint format (`checkpoint/`), rebuilding a
+model (`saving.py`, `rebuild.py`) and the experiment directory's layout (`experiment.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln import experiment, saving
+from kiln.checkpoint import run as checkpoints
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from kiln.history import Evaluation, History
+    from kiln.trainer import Trainer
+
+
+class TrainerFiles:
+    """The file methods of `kiln.Trainer` (see there); not used on its own."""
+
+    model: nn.Module
+    dir: Path | None
+    history: History
+
+    def _trainer(self) -> Trainer:
+        return self  # type: ignore[return-value]  # TrainerFiles is only ever a Trainer's base
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the whole training state as tensors and plain data.
+
+        It holds the model, the optimizer, the counters, the history, the callbacks' states and
+        every random generator.
+        """
+        return checkpoints.trainer_state(self._trainer())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by `state_dict`, to continue that run exactly."""
+        checkpoints.restore_trainer(self._trainer(), state, "the given state")
+
+    def test(
+        self,
+        data: Any,
+        checkpoint: str | int | os.PathLike[str] = "best",
+        *,
+        name: str = "test",
+        batch_size: int | None = None,
+    ) -> Evaluation:
+        """Evaluate a checkpoint of the experiment directory on `data`; write `{name}_log.tsv`.
+
+        The checkpoint's weights are loaded into the model (it stays so afterwards). The log
+        file holds the checkpoint's epoch row of the history and the `{name}_` values.
+
+        Args:
+            data: The test data, as for `evaluate`.
+            checkpoint: `"best"` (by `monitor`), `"last"`, an epoch number whose best weights
+                were saved, or the path of a weights or checkpoint file.
+            name: The prefix of the values and of the log file.
+            batch_size: Samples per batch for tensors, arrays and Datasets (default 32).
+        """
+        return experiment.test_checkpoint(self._trainer(), data, checkpoint, name, batch_size)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write a self-contained file that `kiln.load(path)` turns back into this trainer.
+
+        It holds how to rebuild the model (see `kiln.build`), the loss, optimizer and metrics
+        given by name, the weights, the optimizer state, the counters and the history.
+        """
+        saving.save_trainer(self._trainer(), path)
+
+    def export(self, path: str | os.PathLike[str]) -> None:
+        """Write the model's weights alone: `.safetensors`, or a plain `state_dict` (`.pt`)."""
+        saving.export_weights(self.model, path)
