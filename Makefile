@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch is enough for everything here; set TORCH= to keep the torch you have.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench bench-checkpoint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test-slow: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/overhead.py
+
+bench-checkpoint: $(VENV)/.installed
+	$(BIN)/python bench/checkpoint.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

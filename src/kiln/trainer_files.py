@@ -65,14 +65,39 @@ class TrainerFiles:
         """
         return experiment.test_checkpoint(self._trainer(), data, checkpoint, name, batch_size)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a self-contained file that `kiln.load(path)` turns back into this trainer.
 
         It holds how to rebuild the model (see `kiln.build`), the loss, optimizer and metrics
-        given by name, the weights, the optimizer state, the counters and the history.
-        """
-        saving.save_trainer(self._trainer(), path)
+        given by name, the weights, the optimizer state, the counters and the history; tensors
+        and plain data only, written atomically.
 
-    def export(self, path: str | os.PathLike[str]) -> None:
-        """Write the model's weights alone: `.safetensors`, or a plain `state_dict` (`.pt`)."""
-        saving.export_weights(self.model, path)
+        Returns:
+            The path written.
+
+        Example:
+            >>> import tempfile, torch, kiln
+            >>> trainer = kiln.Trainer(kiln.MLP(2, [8], 1), loss="mse", device="cpu",
+            ...                        progress=False)
+            >>> _ = trainer.fit((torch.randn(16, 2), torch.randn(16, 1)), epochs=2)
+            >>> path = trainer.save(tempfile.mkdtemp() + "/model.kiln")
+            >>> again = kiln.load(path)
+            >>> len(again.history), type(again.model).__name__
+            (2, 'MLP')
+        """
+        return saving.save_trainer(self._trainer(), path)
+
+    def export(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model's weights alone: `.safetensors`, or a plain `state_dict` (`.pt`).
+
+        Returns:
+            The path written.
+
+        Example:
+            >>> import tempfile, kiln
+            >>> trainer = kiln.Trainer(kiln.MLP(2, [8], 1), loss="mse", device="cpu",
+            ...                        progress=False)
+            >>> trainer.export(tempfile.mkdtemp() + "/weights.safetensors").suffix
+            '.safetensors'
+        """
+        return saving.export_weights(self.model, path)

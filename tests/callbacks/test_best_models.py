@@ -13,6 +13,7 @@ from torch import nn
 import kiln
 from kiln.callbacks import BestModels
 from kiln.checkpoint import atomic_save, safe_load
+from tests.callbacks.runs import Snapshots
 
 
 class ScriptedValues(kiln.Callback):
@@ -24,16 +25,6 @@ class ScriptedValues(kiln.Callback):
     def on_validation_end(self, trainer: kiln.Trainer) -> None:
         for name, values in self.values.items():
             trainer.state.logs[name] = values[trainer.state.epoch - 1]
-
-
-class Snapshots(kiln.Callback):
-    """Keeps a copy of the model's weights after every epoch."""
-
-    def __init__(self) -> None:
-        self.weights: list[dict[str, torch.Tensor]] = []
-
-    def on_epoch_end(self, trainer: kiln.Trainer) -> None:
-        self.weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
 
 
 class QuNetStyle(nn.Module):

@@ -15,6 +15,7 @@ import kiln
 from kiln.callbacks import Checkpoint
 from kiln.checkpoint import atomic_save, safe_load
 from kiln.checkpoint.weights import load_weights
+from tests.callbacks.runs import Snapshots
 
 
 class ScriptedValues(kiln.Callback):
@@ -25,16 +26,6 @@ class ScriptedValues(kiln.Callback):
 
     def on_validation_end(self, trainer: kiln.Trainer) -> None:
         trainer.state.logs[self.name] = self.values[trainer.state.epoch - 1]
-
-
-class Snapshots(kiln.Callback):
-    """Keeps a copy of the model's weights after every epoch."""
-
-    def __init__(self) -> None:
-        self.weights: list[dict[str, torch.Tensor]] = []
-
-    def on_epoch_end(self, trainer: kiln.Trainer) -> None:
-        self.weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
 
 
 class QuNetStyle(nn.Module):

@@ -6,13 +6,12 @@ import csv
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 import kiln
 from kiln.callbacks import CSVLogger
 from kiln.callbacks.csv_logger import order_columns
 from kiln.checkpoint import safe_load
+from tests.callbacks.runs import fit, make_trainer
 
 EPOCH_COLUMNS = ["epoch", "time", "lr", "loss", "accuracy", "val_loss", "val_accuracy"]
 
@@ -49,30 +48,6 @@ class LogExtraFrom(kiln.Callback):
     def on_train_epoch_end(self, trainer: kiln.Trainer) -> None:
         if trainer.state.epoch >= self.epoch:
             trainer.state.logs["extra"] = trainer.state.epoch * 10.0
-
-
-@pytest.fixture(autouse=True)
-def _work_in_tmp_path(tmp_path, monkeypatch):
-    """Relative paths without a trainer directory land in the test's own directory."""
-    monkeypatch.chdir(tmp_path)
-
-
-def make_trainer(callbacks: list[kiln.Callback], directory: Path | None) -> kiln.Trainer:
-    return kiln.Trainer(
-        nn.Linear(3, 2),
-        loss="cross_entropy",
-        metrics=["accuracy"],
-        callbacks=callbacks,
-        device="cpu",
-        progress=False,
-        dir=directory,
-    )
-
-
-def fit(trainer: kiln.Trainer, epochs: int = 3, resume: bool = False) -> kiln.History:
-    generator = torch.Generator().manual_seed(1)
-    X, Y = torch.randn(36, 3, generator=generator), torch.randint(0, 2, (36,), generator=generator)
-    return trainer.fit((X, Y), val=(X[:12], Y[:12]), epochs=epochs, resume=resume, batch_size=8)
 
 
 def read_csv(path: Path, separator: str = ",") -> tuple[list[str], list[dict[str, str]]]:

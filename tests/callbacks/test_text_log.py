@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 import kiln
 from kiln.callbacks import ProgressBar, TextLog
+from tests.callbacks.runs import fit, make_trainer
 
 
 class SimulatedKillError(Exception):
@@ -37,30 +35,6 @@ class StopAt(kiln.Callback):
     def on_epoch_end(self, trainer: kiln.Trainer) -> None:
         if trainer.state.epoch == self.epoch:
             trainer.request_stop("the test had seen enough")
-
-
-@pytest.fixture(autouse=True)
-def _work_in_tmp_path(tmp_path, monkeypatch):
-    """Relative paths without a trainer directory land in the test's own directory."""
-    monkeypatch.chdir(tmp_path)
-
-
-def make_trainer(callbacks: list[kiln.Callback], directory: Path | None) -> kiln.Trainer:
-    return kiln.Trainer(
-        nn.Linear(3, 2),
-        loss="cross_entropy",
-        metrics=["accuracy"],
-        callbacks=callbacks,
-        device="cpu",
-        progress=False,
-        dir=directory,
-    )
-
-
-def fit(trainer: kiln.Trainer, epochs: int = 3, resume: bool = False) -> kiln.History:
-    generator = torch.Generator().manual_seed(1)
-    X, Y = torch.randn(36, 3, generator=generator), torch.randint(0, 2, (36,), generator=generator)
-    return trainer.fit((X, Y), val=(X[:12], Y[:12]), epochs=epochs, resume=resume, batch_size=8)
 
 
 def test_the_file_says_what_the_console_said(tmp_path):

@@ -8,8 +8,9 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_readme_python_blocks_run(capsys):
-    """Every ```python block of the README executes without error."""
+def test_readme_python_blocks_run(capsys, tmp_path, monkeypatch):
+    """Every ```python block of the README executes without error (in a scratch directory)."""
+    monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert blocks, "the README has no python example"
     for block in blocks:

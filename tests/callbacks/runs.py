@@ -1,0 +1,40 @@
+"""Small runs that several callback tests share: a trainer, its data, a weights recorder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import kiln
+
+
+def make_trainer(callbacks: list[kiln.Callback], directory: Path | None) -> kiln.Trainer:
+    """A linear two-class classifier with accuracy, on the CPU, without a progress bar."""
+    return kiln.Trainer(
+        nn.Linear(3, 2),
+        loss="cross_entropy",
+        metrics=["accuracy"],
+        callbacks=callbacks,
+        device="cpu",
+        progress=False,
+        dir=directory,
+    )
+
+
+def fit(trainer: kiln.Trainer, epochs: int = 3, resume: bool = False) -> kiln.History:
+    """Fit 36 fixed random samples (validating on 12 of them) in batches of 8."""
+    generator = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(36, 3, generator=generator), torch.randint(0, 2, (36,), generator=generator)
+    return trainer.fit((X, Y), val=(X[:12], Y[:12]), epochs=epochs, resume=resume, batch_size=8)
+
+
+class Snapshots(kiln.Callback):
+    """Keeps a copy of the model's weights after every epoch."""
+
+    def __init__(self) -> None:
+        self.weights: list[dict[str, torch.Tensor]] = []
+
+    def on_epoch_end(self, trainer: kiln.Trainer) -> None:
+        self.weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
