@@ -71,7 +71,8 @@ def test_directory_holds_the_log_best_weights_and_plots(tmp_path):
     assert [row["epoch"] for row in rows] == ["1", "2", "3"]
     assert float(rows[-1]["val_accuracy"]) == pytest.approx(trainer.history.val_accuracy[-1])
     best = sorted(path.name for path in (tmp_path / "run" / "best").iterdir())
-    assert best and all(name.startswith("epoch_") for name in best)
+    assert best
+    assert all(name.startswith("epoch_") for name in best)
     plots = {path.name for path in (tmp_path / "run" / "plots").iterdir()}
     assert {"loss.png", "accuracy.png", "lr.png"} <= plots
 
@@ -127,7 +128,8 @@ def test_trainer_test_evaluates_the_chosen_checkpoint_and_writes_test_log(tmp_pa
 
     last = trainer.test(test, "last", name="final")
     (row,) = read_tsv(tmp_path / "run" / "final_log.tsv")
-    assert row["epoch"] == "4" and float(row["final_loss"]) == pytest.approx(last.loss)
+    assert row["epoch"] == "4"
+    assert float(row["final_loss"]) == pytest.approx(last.loss)
 
     by_epoch = trainer.test(test, best_epoch)
     by_path = trainer.test(test, best_path)
