@@ -1,7 +1,7 @@
 """A training script that can be killed (SIGKILL) at a chosen moment, for the resume tests.
 
 Usage: python resume_script.py DIR EPOCHS, with KILL_AT=step:N (die after optimizer step N) or
-KILL_AT=write:N (die in the middle of writing the N-th checkpoint of this process). Every run
+KILL_AT=write:N (die in the middle of writing the N-th `last.ckpt` of this process). Every run
 resumes the run saved in DIR; the last one writes DIR/result.pt with the weights and history.
 """
 
@@ -33,12 +33,15 @@ class KillAtStep(kiln.Callback):
 
 
 def die_while_writing() -> None:
-    """Make the KILL_AT-th torch.save of this process die halfway through its file."""
+    """Make the KILL_AT-th write of `last.ckpt` in this process die halfway through the file.
+
+    Other files (the directory's best weights) are written as usual.
+    """
     real_save, writes = torch.save, []
 
     def dying_save(obj, file, *args, **kwargs):
-        writes.append(1)
-        if len(writes) == KILL_AT:
+        writes.append("last.ckpt" in getattr(file, "name", ""))
+        if writes[-1] and sum(writes) == KILL_AT:
             file.write(b"half a checkpoint")
             file.flush()
             die()
