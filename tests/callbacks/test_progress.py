@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -88,3 +90,39 @@ def test_format_value_and_summary_line():
     assert format_value("lr", 3e-05) == "lr: 3e-05"
     line = summary_line(3, 10, 38, 0.987, {"epoch": 3, "loss": 1.0, "time": 0.9})
     assert line == "Epoch 3/10  38 steps  0.99s  loss: 1.0000"
+
+
+class _FakeKernel:
+    """Stands in for ipykernel's shell class."""
+
+
+_FakeKernel.__name__ = "ZMQInteractiveShell"
+
+
+class _ColabShell(_FakeKernel):
+    """Colab's shell derives from the Jupyter kernel's."""
+
+
+@pytest.mark.parametrize("shell_class", [_FakeKernel, _ColabShell])
+def test_a_notebook_kernel_is_recognised(monkeypatch, shell_class):
+    import types
+
+    from kiln.callbacks import progress
+
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = shell_class  # type: ignore[attr-defined]  # returns a shell instance
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    assert progress.in_notebook()
+    monkeypatch.setattr(fake, "get_ipython", lambda: None)
+    assert not progress.in_notebook()
+
+
+def test_a_notebook_without_ipywidgets_gets_the_text_bar(monkeypatch):
+    """tqdm's widget would print an error without ipywidgets: the text bar is used instead."""
+    import tqdm
+
+    from kiln.callbacks import progress
+
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # makes `import ipywidgets` fail
+    assert progress._bar_class() is tqdm.tqdm

@@ -22,11 +22,39 @@ _NOT_LISTED = ("epoch", "time")
 
 
 def in_notebook() -> bool:
-    """Tell whether the code runs in a Jupyter kernel (JupyterLab, VS Code, Colab)."""
+    """Tell whether the code runs in a Jupyter kernel (JupyterLab, VS Code, Colab).
+
+    IPython is not imported for this: a notebook has imported it already. Colab's shell is a
+    subclass of the Jupyter kernel's, so the class hierarchy is checked, not the class name.
+
+    Example:
+        >>> in_notebook()  # a script or a test run
+        False
+    """
     ipython = sys.modules.get("IPython")
     get_ipython = getattr(ipython, "get_ipython", None)
     shell = get_ipython() if callable(get_ipython) else None
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    kinds = {cls.__name__ for cls in type(shell).__mro__} if shell is not None else set()
+    return "ZMQInteractiveShell" in kinds
+
+
+def _bar_class() -> Any:
+    """Tqdm's notebook widget in a notebook that can draw it, else the text bar.
+
+    The widget needs ipywidgets; without it tqdm would print an error in place of a bar, so a
+    notebook without ipywidgets gets the text bar, which notebooks render as well.
+    """
+    if in_notebook():
+        try:
+            import ipywidgets  # noqa: F401  # only to know the widget can be drawn
+            from tqdm.notebook import tqdm as notebook_tqdm
+        except ImportError:
+            pass
+        else:
+            return notebook_tqdm
+    from tqdm import tqdm
+
+    return tqdm
 
 
 def format_value(key: str, value: Any) -> str:
@@ -117,12 +145,8 @@ class ProgressBar(Callback):
         self._steps = self._pending = 0
         self._next_refresh = time.monotonic() + self.refresh_seconds
         if self._show_bar():
-            if in_notebook():
-                from tqdm.auto import tqdm
-            else:
-                from tqdm import tqdm
             state = trainer.state
-            self._bar = tqdm(
+            self._bar = _bar_class()(
                 total=state.num_batches,
                 desc=f"Epoch {state.epoch + 1}/{state.max_epochs}",
                 leave=False,
