@@ -62,3 +62,41 @@ def test_evaluation_is_a_read_only_mapping_with_attributes():
     assert repr(evaluation) == "Evaluation(loss=0.25, accuracy=0.875)"
     with pytest.raises(AttributeError, match="Evaluated values: loss, accuracy"):
         _ = evaluation.f1
+
+
+def plotted_history() -> History:
+    history = History()
+    history.append({"epoch": 1, "loss": 0.9, "val_loss": 1.0, "accuracy": 0.5, "lr": 0.1})
+    history.append({"epoch": 2, "loss": 0.5, "val_loss": 0.7, "accuracy": 0.8, "lr": 0.001})
+    return history
+
+
+def test_history_plot_draws_every_logged_value_in_its_own_panel():
+    """One panel per value (validation with training), as PlotLogs draws each, in a grid."""
+    pytest.importorskip("matplotlib")
+    figure = plotted_history().plot()
+    assert [axes.get_ylabel() for axes in figure.axes] == ["loss", "accuracy", "learning rate"]
+    loss = figure.axes[0]
+    assert loss.get_title() == "loss (best val_loss: 0.7000 at epoch 2)"
+    assert [line.get_label() for line in loss.get_lines()] == ["loss", "val_loss", "best"]
+    assert figure.axes[2].get_yscale() == "log"
+    assert figure.axes[2].get_subplotspec().rowspan.start == 0  # three in a row by default
+    assert plotted_history().plot(columns=2).axes[2].get_subplotspec().rowspan.start == 1
+
+
+def test_history_plot_draws_the_given_keys():
+    pytest.importorskip("matplotlib")
+    assert [axes.get_ylabel() for axes in plotted_history().plot("accuracy").axes] == ["accuracy"]
+    figure = plotted_history().plot(["lr", "loss"], columns=1)
+    assert [axes.get_ylabel() for axes in figure.axes] == ["learning rate", "loss"]
+    assert figure.axes[1].get_subplotspec().rowspan.start == 1  # one column: two rows
+
+
+def test_history_plot_refuses_what_it_cannot_draw():
+    pytest.importorskip("matplotlib")
+    with pytest.raises(KeyError, match="'f1' was never logged"):
+        plotted_history().plot("f1")
+    with pytest.raises(ValueError, match="nothing to draw.*logged: nothing"):
+        History().plot()
+    with pytest.raises(ValueError, match="`columns` must be a whole number >= 1; received 0"):
+        plotted_history().plot(columns=0)

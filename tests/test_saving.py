@@ -361,3 +361,21 @@ def test_load_refuses_files_it_does_not_know(tmp_path: Path) -> None:
     path = crafted(tmp_path, loss={"kind": "torch"})  # without its class and arguments
     with pytest.raises(ValueError, match=r"loss, optimizer or metrics recorded in .* damaged"):
         load(path)
+
+
+def test_a_ranger_trainer_loads_with_its_lookahead_and_state(tmp_path):
+    """RAdam inside Lookahead is recorded as such: `kiln.load` needs no `optimizer=`."""
+    trainer = kiln.Trainer(
+        kiln.MLP(3, [8], 1), loss="mse", optimizer="ranger", device="cpu", progress=False
+    )
+    X, Y = torch.randn(32, 3), torch.randn(32, 1)
+    trainer.fit((X, Y), epochs=2, batch_size=8)
+    again = kiln.load(trainer.save(tmp_path / "ranger.kiln"), device="cpu", progress=False)
+    assert isinstance(again.optimizer, kiln.optim.Lookahead)
+    assert isinstance(again.optimizer.optimizer, torch.optim.RAdam)
+    assert (again.optimizer.k, again.optimizer.steps) == (trainer.optimizer.k, 8)
+    in_order = kiln.Data((X, Y), batch_size=8, shuffle=False)  # the same batches for both
+    trainer.fit(in_order, epochs=1)
+    again.fit(in_order, epochs=1)
+    for mine, theirs in zip(trainer.model.parameters(), again.model.parameters(), strict=True):
+        assert torch.equal(mine, theirs)

@@ -1,7 +1,7 @@
 """kiln trains PyTorch models: fast, exact, resumable, easy to read.
 
-The public API is exactly `__all__` below (and the `__all__` of `kiln.callbacks` and
-`kiln.metrics`).
+The public API is exactly `__all__` below (and the `__all__` of `kiln.callbacks`,
+`kiln.metrics` and `kiln.optim`).
 
 Example:
     >>> import torch, kiln
@@ -13,30 +13,34 @@ Example:
     3
 """
 
-from kiln import callbacks, metrics
+from kiln import callbacks, metrics, optim
 from kiln.callbacks import Callback
 from kiln.data import Data, loader, split
 from kiln.estimator import Estimator
 from kiln.events import Event
 from kiln.history import Evaluation, History
+from kiln.lr_finder import LRFinderResult, lr_find
 from kiln.modules import MLP
 from kiln.rebuild import build
 from kiln.saving import load
 from kiln.seed import seed_everything
 from kiln.state import TrainState
 from kiln.step import StepOutput
+from kiln.summary import ModelSummary, summary
 from kiln.trainer import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP",
+    "ModelSummary",
     "Callback",
     "Data",
     "Estimator",
     "Evaluation",
     "Event",
     "History",
+    "LRFinderResult",
     "StepOutput",
     "TrainState",
     "Trainer",
@@ -45,7 +49,10 @@ __all__ = [
     "callbacks",
     "load",
     "loader",
+    "lr_find",
     "metrics",
+    "optim",
     "seed_everything",
     "split",
+    "summary",
 ]

@@ -21,20 +21,10 @@ import torch
 from torch import nn
 
 from kiln.losses import LOSS_NAMES, LossFunction
-from kiln.metrics import (
-    Accuracy,
-    MeanAbsoluteError,
-    MeanSquaredError,
-    RootMeanSquaredError,
-    resolve_metrics,
-)
+from kiln.metrics import metric_spec
+from kiln.optim.lookahead import Lookahead
 from kiln.rebuild import find_class, import_path
 
-_METRIC_SPECS: dict[type, str] = {
-    MeanSquaredError: "mse",
-    RootMeanSquaredError: "rmse",
-    MeanAbsoluteError: "mae",
-}
 #: Constructor arguments of torch losses that are deprecated aliases of `reduction`.
 _DEPRECATED_LOSS_ARGUMENTS = ("size_average", "reduce")
 
@@ -92,6 +82,10 @@ def describe_optimizer(optimizer: torch.optim.Optimizer | None, model: nn.Module
     """
     if optimizer is None:
         return {"kind": "none"}
+    if isinstance(optimizer, Lookahead):  # the inner optimizer, and how it is wrapped
+        inner = describe_optimizer(optimizer.optimizer, model)
+        wrapping = {"k": optimizer.k, "alpha": optimizer.alpha}
+        return {**inner, "lookahead": wrapping} if inner["kind"] == "class" else inner
     target = import_path(type(optimizer))
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     groups = [[names.get(id(p)) for p in group["params"]] for group in optimizer.param_groups]
@@ -113,12 +107,30 @@ def describe_optimizer(optimizer: torch.optim.Optimizer | None, model: nn.Module
     return {"kind": "class", "target": target, "groups": groups, "defaults": defaults}
 
 
-def describe_metrics(metrics: Iterable[Any], logits: bool) -> list[dict[str, Any]]:
+def metric_flags(loss: LossFunction | None) -> dict[str, bool]:
+    """How metrics given by name read the outputs, from the trainer's loss.
+
+    A loss on logits (`bce_with_logits`, ...) means one-column outputs are logits; a binary
+    cross-entropy means several columns are independent labels (multilabel).
+
+    Example:
+        >>> from kiln.losses import resolve_loss
+        >>> metric_flags(resolve_loss("bce_with_logits"))
+        {'logits': True, 'multilabel': True}
+    """
+    name = "" if loss is None else loss.name.lower()
+    return {"logits": "logits" in name, "multilabel": name in ("bce", "bce_with_logits")}
+
+
+def describe_metrics(
+    metrics: Iterable[Any], logits: bool, multilabel: bool = False
+) -> list[dict[str, Any]]:
     """Record each metric by the name that builds it again, or with a problem.
 
     Args:
         metrics: The trainer's metric objects.
         logits: Whether the trainer treats one-column outputs as logits (its loss's name).
+        multilabel: Whether several output columns are independent labels.
 
     Example:
         >>> from kiln.metrics import resolve_metrics
@@ -127,26 +139,12 @@ def describe_metrics(metrics: Iterable[Any], logits: bool) -> list[dict[str, Any
     """
     records = []
     for metric in metrics:
-        spec = _metric_spec(metric, logits)
+        spec = metric_spec(metric, logits, multilabel)
         if spec is None:
             records.append({"name": str(metric.name), "problem": f"the metric {metric.name}"})
         else:
             records.append({"name": str(metric.name), "spec": spec})
     return records
-
-
-def _metric_spec(metric: Any, logits: bool) -> str | None:
-    spec: str | None
-    if type(metric) is Accuracy:
-        spec = "accuracy" if metric.top_k == 1 else f"top{metric.top_k}"
-    else:
-        spec = _METRIC_SPECS.get(type(metric))
-    if spec is None or not isinstance(metric.name, str):
-        return None
-    rebuilt = resolve_metrics({metric.name: spec}, logits=logits)[0]
-    if getattr(rebuilt, "threshold", None) != getattr(metric, "threshold", None):
-        return None  # a threshold of one's own: the name would not give it back
-    return spec
 
 
 def check_records(records: Any, source: str) -> dict[str, Any]:
@@ -250,7 +248,12 @@ def _optimizer_from(
     if record["kind"] != "class":
         return None, str(record["problem"])
     cls = find_class(record["target"], torch.optim.Optimizer, source, "optimizer=")
-    return functools.partial(_build_optimizer, cls, record, model, source), None
+    build = functools.partial(_build_optimizer, cls, record, model, source)
+    wrapping = record.get("lookahead")
+    if isinstance(wrapping, dict):
+        k, alpha = int(wrapping["k"]), float(wrapping["alpha"])
+        return lambda _trainable=None: Lookahead(build(), k=k, alpha=alpha), None
+    return build, None
 
 
 def _build_optimizer(

@@ -183,6 +183,10 @@ def check_first_output(trainer: Trainer, output: StepOutput, method: str) -> Non
     validates = state.val_data is not None
     callbacks = list(trainer.callbacks)
     keys = logged_keys(output, [metric.name for metric in metrics], validates)
+    for callback in callbacks:  # values callbacks add to the logs (EMA's val_ema_loss, ...)
+        added = getattr(callback, "added_logs", None)
+        if callable(added):
+            keys |= added(keys)
     if validates and trainer.defines("validation_step"):
         # Its values are known only once it runs: leave validation monitors unchecked.
         monitors = (getattr(callback, "monitor", None) for callback in callbacks)

@@ -1,16 +1,20 @@
 """The results of training and evaluation: `History` and `Evaluation`.
 
 What lives here: per-epoch values with attribute and key access, per-batch training losses, and
-their export. What does not: computing the values (`tracking.py`) or plotting them.
+their export. What does not: computing the values (`tracking.py`) or drawing them
+(`plotting.py`, which `History.plot` calls).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class History:
@@ -79,6 +83,37 @@ class History:
             writer.writerow(keys)
             for row in self.epochs:
                 writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
+
+    def plot(self, keys: str | Iterable[str] | None = None, *, columns: int = 3) -> Figure:
+        """Draw the logged values, one panel each, and return the matplotlib `Figure`.
+
+        Each panel is the figure `PlotLogs` writes for that value: the training and validation
+        curves against the epoch, with the best epoch marked and named in the title. In a
+        notebook, a cell ending in `history.plot()` shows it; elsewhere, `savefig` it. For
+        QuNet's training figure (score and loss panels, the learning rate on a twin axis), see
+        `kiln.plotting.training_figure(history)` and `kiln.callbacks.TrainingPlot`.
+
+        Args:
+            keys: A logged name or several (`"loss"` covers `val_loss` too); default every
+                numeric value but `epoch`.
+            columns: Panels per row.
+
+        Raises:
+            KeyError: If a key was never logged.
+            ValueError: If nothing numeric was logged.
+            ImportError: If matplotlib is not installed (`pip install matplotlib`).
+
+        Example:
+            >>> history = History()
+            >>> history.append({"epoch": 1, "loss": 0.9, "val_loss": 1.0, "accuracy": 0.5})
+            >>> history.append({"epoch": 2, "loss": 0.5, "val_loss": 0.7, "accuracy": 0.8})
+            >>> figure = history.plot()  # needs matplotlib
+            >>> [axes.get_ylabel() for axes in figure.axes], figure.axes[0].get_title()
+            (['loss', 'accuracy'], 'loss (best val_loss: 0.7000 at epoch 2)')
+        """
+        from kiln.plotting import logged_figure  # imports matplotlib: only when drawing
+
+        return logged_figure(self, keys, columns)
 
     def state_dict(self) -> dict[str, Any]:
         """Return the history as plain data, for checkpoints."""

@@ -32,9 +32,11 @@ from kiln.components import (
     describe_loss,
     describe_metrics,
     describe_optimizer,
+    metric_flags,
     rebuild_components,
 )
 from kiln.export import WEIGHT_SUFFIXES, export_weights, read_safetensors
+from kiln.optim.lookahead import Lookahead
 from kiln.rebuild import check_recipe, import_path, rebuild_model, recipe_of
 
 if TYPE_CHECKING:
@@ -85,7 +87,7 @@ def save_trainer(trainer: Trainer, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     loss = trainer.loss
-    logits = loss is not None and "logits" in loss.name.lower()
+    flags = metric_flags(loss)
     contents = {
         "kiln": SAVED_TRAINER,
         "format": SAVE_FORMAT,
@@ -94,7 +96,7 @@ def save_trainer(trainer: Trainer, path: str | os.PathLike[str]) -> Path:
         "recipe": recipe_of(trainer.model),
         "loss": describe_loss(loss),
         "optimizer": describe_optimizer(trainer.optimizer, trainer.model),
-        "metrics": describe_metrics(trainer.metrics, logits),
+        "metrics": describe_metrics(trainer.metrics, **flags),
         "trainer": run.trainer_state(trainer),
     }
     return atomic_save(contents, path)
@@ -222,7 +224,8 @@ def _read_kiln_file(path: Path) -> dict[str, Any]:
 def _state_fits(optimizer: torch.optim.Optimizer, state: Any, saved_class: str | None) -> bool:
     """Whether a saved optimizer state belongs to `optimizer`: its class and group sizes."""
     # Another class, or other parameter groups, start fresh: the saved state would not fit.
-    if saved_class is not None and import_path(type(optimizer)) != saved_class:
+    inner = optimizer.optimizer if isinstance(optimizer, Lookahead) else optimizer
+    if saved_class is not None and import_path(type(inner)) != saved_class:
         return False
     saved_groups = state.get("param_groups") if isinstance(state, dict) else None
     if not isinstance(saved_groups, list):
@@ -259,6 +262,8 @@ def _restore_run(
     fits = optimizer is not None and _state_fits(optimizer, optimizer_state, saved_optimizer)
     if optimizer is not None and isinstance(optimizer_state, dict) and fits:
         optimizer.load_state_dict(optimizer_state)
+        # The fp16 gradient scaler and a gradient group's sums, when the trainer has them.
+        trainer._steps.load_state_dict(state.get("optimizer_step"), optimizer)
     trainer.state.load_state_dict(state["state"])
     trainer.state.stop_reason = state["state"].get("stop_reason")
     trainer.history.load_state_dict(state["history"])

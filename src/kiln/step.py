@@ -1,9 +1,10 @@
 """What one step computes: the `StepOutput` contract and the default supervised step.
 
 What lives here: `StepOutput`, the reading of what a `training_step` returns (a loss tensor or a
-dict with `"loss"` and other values), and the supervised step used when the model defines none.
-What does not: backward, optimizer steps and accumulation, which the trainer owns, so a custom
-step never has to repeat them.
+dict with `"loss"` and other values), the supervised step used when the model defines none, and
+`StepMethods`, the three step methods of `Trainer` that a subclass may override. What does not:
+backward, optimizer steps and accumulation (`optimizer_step.py`), which the trainer owns, so a
+custom step never has to repeat them.
 """
 
 from __future__ import annotations
@@ -118,3 +119,56 @@ def prediction_step(model: nn.Module, loss: LossFunction | None, batch: Any) -> 
     if loss is not None and loss.postproc is not None:
         output = loss.postproc(output)
     return output
+
+
+class StepMethods:
+    """The step methods of `kiln.Trainer`, the one place to override what happens to a batch.
+
+    A `Trainer` subclass may override `training_step`, `validation_step` and `predict_step`
+    (TorchFusion's custom trainer); the trainer keeps autocast, backward, accumulation, the
+    optimizer and the callbacks. Not used on its own.
+    """
+
+    model: nn.Module
+    loss: LossFunction | None
+    _model_steps: dict[str, Callable[..., Any] | None]
+
+    def defines(self, method: str) -> bool:
+        """Whether the model, or a subclass of Trainer, provides its own `method`."""
+        overridden = getattr(type(self), method) is not getattr(StepMethods, method)
+        return overridden or callable(getattr(self.model, method, None))
+
+    def training_step(self, batch: Any, batch_idx: int) -> StepResult:
+        """Compute the loss of one training batch (the trainer then runs backward and the step).
+
+        By default: the model's own `training_step` when it has one, else `loss(model(x), y)`.
+        Override it in a subclass to change what happens to a batch; return the loss, a dict
+        with `"loss"` (and `"output"`/`"target"` for metrics, and other values to log), or a
+        `StepOutput`.
+        """
+        model_step = self._model_steps["training_step"]
+        if model_step is not None:
+            return model_step(batch, batch_idx)  # type: ignore[no-any-return]
+        return supervised_step(self.model, self.loss, batch)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> StepResult:
+        """Compute the loss and values of one validation or evaluation batch.
+
+        Runs with the model in eval mode and without gradients. By default: the model's
+        `validation_step` when it has one, else `training_step`.
+        """
+        model_step = self._model_steps["validation_step"]
+        if model_step is not None:
+            return model_step(batch, batch_idx)  # type: ignore[no-any-return]
+        return self.training_step(batch, batch_idx)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        """Return the predictions for one batch.
+
+        By default: the model's `predict_step` when it has one, else the model's output on the
+        batch's inputs, post-processed by the loss where the loss defines `postproc`.
+        """
+        model_step = self._model_steps["predict_step"]
+        if model_step is not None:
+            return model_step(batch, batch_idx)
+        return prediction_step(self.model, self.loss, batch)

@@ -7,6 +7,7 @@ history of epochs (`history.py`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -87,6 +88,7 @@ class PassTracker:
         self._series: dict[str, _Series] = {}
         self._loss = _Series()
         self._samples = 0
+        self.tensors: dict[str, Tensor] = {}
         for metric in self.metrics:
             metric.reset()
 
@@ -153,7 +155,11 @@ class PassTracker:
         return self._loss.stacked().tolist() if self._loss.sizes else []
 
     def compute(self) -> dict[str, float]:
-        """Return the pass's values: `loss`, each logged value and each metric."""
+        """Return the pass's values: `loss`, each logged value and each metric.
+
+        Metric values of more than one number (a confusion matrix) are not returned: they
+        are kept, on the CPU, in `tensors` (`{name: tensor}`) until the next `compute`.
+        """
         values: dict[str, Tensor] = {}
         if self._loss.sizes:
             values["loss"] = self._loss.mean()
@@ -164,7 +170,21 @@ class PassTracker:
             else:  # a 1-D score: its first item is "the" score, the others are auxiliary
                 for index, item in enumerate(mean):
                     values[key if index == 0 else f"{key}_{index}"] = item
+        self.tensors = {}
         for metric in self.metrics:
-            values[metric.name] = torch.as_tensor(metric.compute())
+            value = metric.compute()
+            # A dict of values is logged as `name_key` (PyBlaze); a value that is not one
+            # number (a confusion matrix) is kept aside, in `tensors`, not logged.
+            named = (
+                {f"{metric.name}_{key}": item for key, item in value.items()}
+                if isinstance(value, Mapping)
+                else {metric.name: value}
+            )
+            for name, item in named.items():
+                tensor = torch.as_tensor(item)
+                if tensor.numel() == 1:
+                    values[name] = tensor.reshape(())
+                else:
+                    self.tensors[name] = tensor.detach().cpu()
         # The one read from the device of the whole pass.
         return {key: float(value) for key, value in values.items()}

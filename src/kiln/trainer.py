@@ -7,18 +7,21 @@ Glossary, used the same way everywhere in kiln:
 - **epoch**: one pass over the training data, followed by validation when there is any;
 - **pass**: one iteration over some data (training, validation, evaluation or prediction).
 
-What lives here: the loop and the three step methods a subclass may override. What does not:
-what a batch means (`batch.py`), what a step returns (`step.py`), accumulating values over a
-pass (`tracking.py`), first-batch diagnostics (`diagnostics.py`), callbacks (`callbacks/`) and
-files: state, saving, testing checkpoints (`trainer_files.py`, `experiment.py`).
+What lives here: the loop. What does not: batches (`batch.py`, `passes.py`), the step methods
+(`step.py`), optimizer steps (`optimizer_step.py`, `acceleration.py`), options, signals
+(`loop_options.py`, `interrupts.py`), values (`tracking.py`), first-batch checks
+(`diagnostics.py`), callbacks (`callbacks/`), files (`trainer_files.py`, `experiment.py`),
+schedules, the LR finder and the summary (`trainer_tools.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +29,37 @@ import torch
 from torch import nn
 
 from kiln import experiment
-from kiln.batch import concat_outputs, on_device, to_device
+from kiln.acceleration import compile_model
+from kiln.batch import on_device
 from kiln.callbacks.dispatch import CallbackList
 from kiln.callbacks.progress import ProgressBar
 from kiln.checkpoint import run as checkpoints
 from kiln.checkpoint.position import PassPosition
+from kiln.components import metric_flags
 from kiln.devices import resolve_device
 from kiln.diagnostics import check_can_train, run_first_step
 from kiln.events import Event
 from kiln.history import Evaluation, History
+from kiln.interrupts import stop_on_signals
+from kiln.loop_options import FitOptions, StepOptions, spent_budget
 from kiln.losses import LossFunction, resolve_loss
 from kiln.metrics import resolve_metrics
 from kiln.optim import resolve_optimizer
 from kiln.optim.names import OptimizerSpec
-from kiln.sources import as_batches, hold_out, iterate_inputs, num_batches, set_epoch
+from kiln.optimizer_step import Stepper
+from kiln.passes import repeated, start_epoch, with_switch_state
+from kiln.prediction import Predicting
+from kiln.sources import as_batches, hold_out, num_batches
 from kiln.state import TrainState
-from kiln.step import (
-    StepOutput,
-    StepResult,
-    find_model_steps,
-    prediction_step,
-    supervised_step,
-    to_step_output,
-)
+from kiln.step import StepMethods, StepOutput, find_model_steps, to_step_output
 from kiln.tracking import PassTracker
 from kiln.trainer_files import TrainerFiles
+from kiln.trainer_tools import TrainerTools
 
 TRAIN, VALIDATION = "train", "validation"
 
 
-class Trainer(TrainerFiles):
+class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
     """Train, evaluate and run a PyTorch model.
 
     Three ways in, one loop: wrap a plain network with a loss and metrics (Keras, Poutyne);
@@ -86,6 +90,14 @@ class Trainer(TrainerFiles):
             metrics (accuracy, MAE) and monitored value, for what is not given.
         monitor: The logged value that decides the best weights in `dir` (default
             `"val_loss"`; `"val_accuracy"` for classification).
+        precision: `"32"`, `"bf16"` (bfloat16 autocast, CPU or CUDA) or `"fp16"` (float16
+            autocast with a gradient scaler, CUDA).
+        accumulate: Batches per optimizer step (each loss divided by its group's size).
+        clip_norm: Clip the gradients' total norm to this, after `before_optimizer_step`.
+        clip_value: Clip each gradient element to `[-clip_value, clip_value]` instead.
+        nonfinite: A NaN or infinite training loss: `"raise"` stops with `FloatingPointError`
+            before the optimizer step; `"skip"` leaves the batch out (`skipped_batches`).
+        compile: Compile the model's forward with `torch.compile` (eager if that fails).
 
     Example:
         >>> import torch, kiln
@@ -112,17 +124,27 @@ class Trainer(TrainerFiles):
         progress: bool = True,
         task: str | None = None,
         monitor: str | None = None,
+        *,
+        precision: str = "32",
+        accumulate: int = 1,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        nonfinite: str = "raise",
+        compile: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module; received {type(model).__name__}.")
+        options = StepOptions(precision, accumulate, clip_norm, clip_value, nonfinite, compile)
         loss, metrics, self.monitor = experiment.resolve_task(task, loss, metrics, monitor)
         self.device = resolve_device(device)
         self.dir = None if dir is None else Path(dir)
         self.model = model.to(self.device)
+        if compile:
+            compile_model(self.model)
         self.loss: LossFunction | None = resolve_loss(loss)
         self.optimizer = None if optimizer is None else resolve_optimizer(optimizer, model, lr)
-        logits = self.loss is not None and "logits" in self.loss.name.lower()
-        self.metrics = resolve_metrics(metrics, logits=logits)
+        self._steps = Stepper(options, self.optimizer, self.device)
+        self.metrics = resolve_metrics(metrics, **metric_flags(self.loss))
         callbacks = list(callbacks or [])
         if progress and not any(isinstance(cb, ProgressBar) for cb in callbacks):
             callbacks.insert(0, ProgressBar())
@@ -153,7 +175,7 @@ class Trainer(TrainerFiles):
         self._callbacks(event, self)
 
     def request_stop(self, reason: str = "stop requested") -> None:
-        """Stop after the current batch (and log its epoch), for `reason` (`state.stop_reason`)."""
+        """Stop after the current optimizer step (and log its epoch), for good, for `reason`."""
         if not self.state.should_stop:
             self.state.should_stop, self.state.stop_reason = True, reason
 
@@ -165,11 +187,20 @@ class Trainer(TrainerFiles):
         resume: bool = False,
         *,
         batch_size: int | None = None,
+        val_every: int = 1,
+        pre_val: bool = False,
+        max_steps: int | None = None,
+        max_samples: int | None = None,
+        repeat_train: int = 1,
+        repeat_val: int = 1,
+        epoch_hook: Callable[[Trainer], Any] | None = None,
     ) -> History:
         """Train for `epochs` epochs, validating after each when `val` is given.
 
         The epoch counter carries across calls: a second `fit(epochs=5)` trains epochs 6 to 10,
-        and the returned history holds all of them.
+        and the returned history holds all of them. SIGINT (Ctrl-C) or SIGTERM stops the run
+        after the current step: the unfinished epoch is saved (with `dir`: `resume=True` goes
+        on from that batch), then logged without validation; a second signal aborts at once.
 
         Args:
             train: The training data: a `kiln.Data`, a `DataLoader`, a `Dataset`, or a tuple
@@ -182,41 +213,61 @@ class Trainer(TrainerFiles):
                 crash or a kill); with nothing saved yet, start from scratch. A run that ended
                 (early stopping, for instance) stays ended.
             batch_size: Samples per batch for tensors, arrays and Datasets (default 32).
+            val_every: Validate after every this many epochs (and after the last).
+            pre_val: Validate before training (not on resume), into `state.pre_val_logs`.
+            max_steps: Stop after this many optimizer steps, also inside an epoch (which is
+                then logged as done); with `resume=True`, steps of the whole run.
+            max_samples: Stop after this many training samples, counted the same way.
+            repeat_train: Passes over `train` in one epoch; the logs average all of them.
+            repeat_val: Passes over `val` in one validation, averaged the same way.
+            epoch_hook: `hook(trainer)`, called after each epoch's values are computed.
 
         Returns:
             The history of every epoch this trainer has trained.
 
         Raises:
             ValueError: For bad input, before the first optimizer step (see the messages).
+            FloatingPointError: For a NaN or infinite loss, with `nonfinite="raise"`.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-            raise ValueError(f"`epochs` must be a positive integer; received {epochs!r}.")
+        options = FitOptions(
+            epochs, val_every, pre_val, max_steps, max_samples, repeat_train, repeat_val, epoch_hook
+        )
         check_can_train(self.optimizer, self.loss, self.defines("training_step"))
+        options.check_validation_data(val is not None)
         if isinstance(val, (int, float)) and not isinstance(val, bool):
             train, val = hold_out(train, val)
-        train_batches = as_batches(train, "train", batch_size, shuffle=True)
-        val_batches = None if val is None else as_batches(val, "val", batch_size, shuffle=False)
+        train_batches = repeated(as_batches(train, "train", batch_size, True), repeat_train)
+        val_batches = None if val is None else as_batches(val, "val", batch_size, False)
+        val_batches = None if val_batches is None else repeated(val_batches, repeat_val)
         state = self.state
-        state.should_stop, state.stop_reason, state.error = False, None, None
+        state.reset_stop()  # of a previous fit
         if self.dir is not None:
             checkpoints.prepare_directory(self.dir)  # fails before training if it cannot be written
         state.resumed = resume and checkpoints.resume_run(self, self.dir)
-        state.max_epochs = epochs if resume else state.epoch + epochs
+        options.set_limits(state, resume)  # max_epochs, max_steps, max_samples
         state.num_batches = num_batches(train_batches)
         self._unchecked = {TRAIN, VALIDATION}
         state.val_data = val_batches
         self._emit(Event.FIT_START)
         try:
-            while state.epoch < state.max_epochs and not state.should_stop:
-                started = time.perf_counter()
-                self._train_epoch(train_batches)
-                if val_batches is not None:
+            with stop_on_signals(self):
+                if pre_val and val_batches is not None and not state.resumed:
+                    state.logs = {"epoch": state.epoch}
                     self._validate(val_batches)
-                state.logs["time"] = time.perf_counter() - started
-                self.history.append(state.logs)
-                self._emit(Event.EPOCH_END)
-                if self.dir is not None:  # after the callbacks, so their state is saved too
-                    checkpoints.save_last(self, self.dir)
+                    state.pre_val_logs = dict(state.logs)
+                while state.epoch < state.max_epochs and not self._should_stop():
+                    started = time.perf_counter()
+                    self._train_epoch(train_batches)
+                    paused = state.interrupt is not None  # a signal: the epoch is saved unfinished
+                    if val_batches is not None and not paused and options.validates(state):
+                        self._validate(val_batches)
+                    state.logs["time"] = time.perf_counter() - started
+                    self.history.append(state.logs)
+                    if epoch_hook is not None:
+                        epoch_hook(self)
+                    self._emit(Event.EPOCH_END)
+                    if self.dir is not None and not paused:  # after the callbacks: saves them too
+                        checkpoints.save_last(self, self.dir)
         except BaseException as error:
             state.error = error
             self._emit(Event.EXCEPTION)
@@ -226,45 +277,56 @@ class Trainer(TrainerFiles):
             self._emit(Event.FIT_END)
         return self.history
 
+    def _should_stop(self) -> bool:
+        """Whether a stop was requested, or a budget is spent (a stop `resume=True` continues)."""
+        spent = None if self.state.should_stop else spent_budget(self.state)
+        if spent is not None:
+            self.request_stop(spent)
+            self.state.stop_resumable = True
+        return self.state.should_stop
+
     def _train_epoch(self, batches: Iterable[Any]) -> None:
-        state, callbacks, optimizer = self.state, self._callbacks, self.optimizer
-        if optimizer is None:  # checked by fit; tells the type checker
-            raise RuntimeError("fit needs an optimizer")
+        state, callbacks, steps = self.state, self._callbacks, self._steps
         tracker = self._begin_pass(TRAIN, batches)
         self.model.train()
-        set_epoch(batches, state.epoch)
+        start_epoch(batches, state.epoch)
         state.logs = {}
         self._emit(Event.TRAIN_EPOCH_START)
         # Unused per-batch events are skipped without a call (see Event's docstring).
         batch_start = callbacks.uses(Event.TRAIN_BATCH_START)
-        before_step = callbacks.uses(Event.BEFORE_OPTIMIZER_STEP)
         batch_end = callbacks.uses(Event.TRAIN_BATCH_END)
+        uses_before = callbacks.uses(Event.BEFORE_OPTIMIZER_STEP)
+        before_step = partial(callbacks, Event.BEFORE_OPTIMIZER_STEP, self) if uses_before else None
+        budget = state.max_steps is not None or state.max_samples is not None
         # From the first batch, or from where a mid-epoch checkpoint left off.
         iterator, first = self._position.begin(batches, tracker, self.device)
-        for batch_idx, batch in enumerate(on_device(iterator, self.device), first):
+        source = with_switch_state(iterator, batches, state.num_batches, first)
+        steps.begin_pass(self.optimizer, state.num_batches, first, tracker, state.epoch)
+        for batch_idx, batch in enumerate(on_device(source, self.device), first):
             state.batch_idx, state.batch = batch_idx, batch
             if batch_start:
                 callbacks(Event.TRAIN_BATCH_START, self)
-            output = self._run_step(TRAIN, batch, batch_idx)
-            output.loss.backward()  # type: ignore[union-attr]  # checked on the first batch
-            if before_step:
-                callbacks(Event.BEFORE_OPTIMIZER_STEP, self)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
+            with steps.autocast:
+                output = self._run_step(TRAIN, batch, batch_idx)
+            output = steps.backward(output, state)  # checks the loss, divides it to accumulate
+            group_end = steps.ends_group(batch_idx)
+            if group_end and steps.step(before_step):  # unscale, BEFORE_OPTIMIZER_STEP, clip
+                state.step += 1
             state.samples += output.size
             state.output = output
             tracker.update(output)
             if batch_end:
                 callbacks(Event.TRAIN_BATCH_END, self)
-            if state.should_stop:
+            if group_end and (state.should_stop or (budget and self._should_stop())):
                 break
+        else:
+            state.step += steps.finish_pass(before_step)  # a short last group of unsized data
+        if state.interrupt is not None and self.dir is not None:
+            checkpoints.save_last(self, self.dir)  # unfinished: `resume=True` goes on from here
         state.epoch += 1
-        state.logs = {
-            "epoch": state.epoch,
-            **tracker.compute(),
-            "lr": float(optimizer.param_groups[0]["lr"]),
-        }
+        values = tracker.compute()
+        state.logs = {"epoch": state.epoch, **values, **steps.end_pass(values, state)}
+        state.logs["lr"] = float(self.optimizer.param_groups[0]["lr"])  # type: ignore[union-attr]
         self.history.batch_losses.extend(tracker.batch_losses())
         state.stage = None
         self._emit(Event.TRAIN_EPOCH_END)
@@ -273,6 +335,7 @@ class Trainer(TrainerFiles):
         self.state.stage = VALIDATION
         self._emit(Event.VALIDATION_START)
         values = self._evaluate_pass(batches, emit=True)
+        self._steps.check_validation(values, self.state)
         self.state.logs.update({f"val_{key}": value for key, value in values.items()})
         self.state.stage = None
         self._emit(Event.VALIDATION_END)
@@ -282,8 +345,9 @@ class Trainer(TrainerFiles):
         tracker = self._begin_pass(VALIDATION, batches)
         batch_end = emit and callbacks.uses(Event.VALIDATION_BATCH_END)
         self.model.eval()
-        with torch.inference_mode():
-            for batch_idx, batch in enumerate(on_device(batches, self.device)):
+        source = with_switch_state(batches, batches, num_batches(batches), 0)
+        with torch.inference_mode(), self._steps.autocast:
+            for batch_idx, batch in enumerate(on_device(source, self.device)):
                 state.batch_idx, state.batch = batch_idx, batch
                 output = self._run_step(VALIDATION, batch, batch_idx)
                 state.output = output
@@ -312,52 +376,11 @@ class Trainer(TrainerFiles):
         self._unchecked.discard(stage)
         return run_first_step(self, method, name, batch, batch_idx)
 
-    def defines(self, method: str) -> bool:
-        """Whether the model, or a subclass of Trainer, provides its own `method`."""
-        overridden = getattr(type(self), method) is not getattr(Trainer, method)
-        return overridden or callable(getattr(self.model, method, None))
-
-    def training_step(self, batch: Any, batch_idx: int) -> StepResult:
-        """Compute the loss of one training batch (the trainer then runs backward and the step).
-
-        By default: the model's own `training_step` when it has one, else `loss(model(x), y)`.
-        Override it in a subclass to change what happens to a batch; return the loss, a dict
-        with `"loss"` (and `"output"`/`"target"` for metrics, and other values to log), or a
-        `StepOutput`.
-        """
-        model_step = self._model_steps["training_step"]
-        if model_step is not None:
-            return model_step(batch, batch_idx)  # type: ignore[no-any-return]
-        return supervised_step(self.model, self.loss, batch)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> StepResult:
-        """Compute the loss and values of one validation or evaluation batch.
-
-        Runs with the model in eval mode and without gradients. By default: the model's
-        `validation_step` when it has one, else `training_step`.
-        """
-        model_step = self._model_steps["validation_step"]
-        if model_step is not None:
-            return model_step(batch, batch_idx)  # type: ignore[no-any-return]
-        return self.training_step(batch, batch_idx)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> Any:
-        """Return the predictions for one batch.
-
-        By default: the model's `predict_step` when it has one, else the model's output on the
-        batch's inputs, post-processed by the loss where the loss defines `postproc`.
-        """
-        model_step = self._model_steps["predict_step"]
-        if model_step is not None:
-            return model_step(batch, batch_idx)
-        return prediction_step(self.model, self.loss, batch)
-
     def evaluate(self, data: Any, *, batch_size: int | None = None) -> Evaluation:
         """Measure the loss and metrics on `data`, with the model in eval mode.
 
         Args:
-            data: A `kiln.Data`, a `DataLoader`, a `Dataset`, or a tuple `(X, Y)` of tensors or
-                arrays.
+            data: A `kiln.Data`, a `DataLoader`, a `Dataset`, or a tuple `(X, Y)`.
             batch_size: Samples per batch for tensors, arrays and Datasets (default 32).
 
         Returns:
@@ -367,29 +390,8 @@ class Trainer(TrainerFiles):
         self._unchecked.add(VALIDATION)
         return Evaluation(self._evaluate_pass(batches, emit=False))
 
-    def predict(self, inputs: Any, *, batch_size: int | None = None) -> Any:
-        """Return the model's predictions, concatenated over batches, on the CPU.
-
-        Args:
-            inputs: The model's inputs: a tensor or array, a tuple or list of them for a model
-                with several inputs, or a dict of them for keyword inputs. Or a `Data`,
-                `DataLoader` or `Dataset` whose batches follow the training format (`(x, y)`:
-                the targets are ignored).
-            batch_size: Samples per batch for raw inputs (default 256) and Datasets.
-
-        Returns:
-            A tensor (or the structure the model returns, each part concatenated).
-        """
-        batches = iterate_inputs(inputs, batch_size)
-        self._model_steps = find_model_steps(self.model)
-        outputs = []
-        self.model.eval()
-        with torch.inference_mode():
-            for batch_idx, batch in enumerate(on_device(batches, self.device)):
-                outputs.append(self.predict_step(batch, batch_idx))
-        if not outputs:
-            raise ValueError("`predict` received no samples.")
-        return to_device(concat_outputs(outputs), torch.device("cpu"))
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return self._steps.autocast
 
     def __repr__(self) -> str:
         return f"Trainer({type(self.model).__name__}, loss={self.loss}, device={self.device})"

@@ -90,6 +90,23 @@ def test_resume_needs_a_directory():
         trainer.fit((torch.randn(4, 2), torch.zeros(4, dtype=torch.long)), resume=True)
 
 
+def test_resume_of_tuples_in_a_process_seeded_otherwise_is_bitwise(tmp_path):
+    """`fit((X, Y))` makes a `Data` with a seed drawn at random: the checkpoint keeps it."""
+
+    def run(directory: Path, epochs: int, process_seed: int) -> kiln.Trainer:
+        trainer, data = make_run(directory)
+        torch.manual_seed(process_seed)  # what `fit` draws the shuffling seed from
+        trainer.fit(tuple(data.tensors), val=0.25, epochs=epochs, resume=True, batch_size=16)
+        return trainer
+
+    straight = run(tmp_path / "straight", 4, process_seed=1)
+    run(tmp_path / "resumed", 2, process_seed=1)
+    resumed = run(tmp_path / "resumed", 4, process_seed=2)  # a new process, another seed
+    assert resumed.history.batch_losses == straight.history.batch_losses
+    for ours, theirs in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
+
+
 def test_resume_with_other_callbacks_is_refused(tmp_path):
     """A checkpoint saved with other callbacks cannot continue the same run."""
     trainer, data = make_run(tmp_path / "run")

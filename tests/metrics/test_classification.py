@@ -169,3 +169,58 @@ def test_accuracy_attributes():
     assert Accuracy.higher_is_better is True
     assert (metric.top_k, metric.threshold, metric.name) == (2, 0.0, "acc2")
     assert repr(metric) == "Accuracy(name='acc2')"
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks: multilabel, and checks of an explicit task
+
+
+def test_accuracy_multilabel_counts_each_decision():
+    """task='multilabel' counts every label decision, with float or integer targets."""
+    output = torch.tensor([[0.9, 0.2, 0.6], [0.1, 0.8, 0.4]])
+    target = torch.tensor([[1, 0, 0], [0, 1, 1]])
+    assert _value(Accuracy(task="multilabel"), output, target) == pytest.approx(4 / 6)
+    assert _value(Accuracy(task="multilabel"), output, target.float()) == pytest.approx(4 / 6)
+    logits = torch.logit(output)
+    assert _value(Accuracy(task="multilabel", threshold=0.0), logits, target) == pytest.approx(
+        4 / 6
+    )
+
+
+def test_accuracy_multilabel_shape_mismatch():
+    """Multilabel targets of another shape raise ValueError."""
+    with pytest.raises(ValueError, match=r"multilabel outputs need 0/1 targets of the same shape"):
+        Accuracy(task="multilabel").update(SCORES, LABELS)
+
+
+@pytest.mark.parametrize(
+    ("task", "output", "match"),
+    [
+        ("binary", SCORES, r"task='binary' needs one output column"),
+        ("multiclass", PROBABILITIES, r"task='multiclass' needs a column per class"),
+    ],
+)
+def test_accuracy_task_must_fit_the_output(task, output, match):
+    """An explicit task that the output's shape contradicts raises ValueError."""
+    with pytest.raises(ValueError, match=match):
+        Accuracy(task=task).update(output, torch.zeros(len(output)))
+
+
+def test_accuracy_bad_task():
+    """An unknown task raises ValueError."""
+    with pytest.raises(ValueError, match=r"`task` must be one of binary, multiclass, multilabel"):
+        Accuracy(task="ordinal")
+
+
+def test_accuracy_resume_mid_pass_is_bitwise():
+    """Accuracy restored from `state_dict` continues to the same value, bitwise."""
+    gen = torch.Generator().manual_seed(5)
+    output, target = torch.randn(20, 3, generator=gen), torch.randint(0, 3, (20,), generator=gen)
+    straight, first = Accuracy(), Accuracy()
+    for metric in (straight, first):
+        metric.update(output[:7], target[:7])
+    straight.update(output[7:], target[7:])
+    resumed = Accuracy()
+    resumed.load_state_dict(first.state_dict())
+    resumed.update(output[7:], target[7:])
+    assert torch.equal(resumed.compute(), straight.compute())

@@ -6,12 +6,19 @@ import pytest
 import torch
 
 from kiln.metrics import (
+    AUROC,
+    F1,
     METRIC_NAMES,
     Accuracy,
+    ConfusionMatrix,
     FunctionMetric,
     MeanAbsoluteError,
     MeanSquaredError,
+    Precision,
+    R2Score,
+    Recall,
     RootMeanSquaredError,
+    metric_spec,
     resolve_metrics,
 )
 
@@ -171,8 +178,11 @@ def test_resolve_metrics_name_loss(metrics):
 
 def test_resolve_metrics_unknown_name_lists_known():
     """An unknown name raises ValueError listing the known names."""
-    with pytest.raises(ValueError, match=r"Unknown metric 'f1'\. Known names: accuracy, acc, mse"):
-        resolve_metrics(["f1"])
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown metric 'kappa'\. Known names: accuracy, acc, .*f1, .*auroc, .*r2",
+    ):
+        resolve_metrics(["kappa"])
 
 
 @pytest.mark.parametrize("bad", [[3], [None]])
@@ -201,14 +211,97 @@ def test_resolve_metrics_logits_leaves_objects():
 
 
 def test_metric_names_table():
-    """The table holds the documented names, each building a metric with the given name."""
-    assert set(METRIC_NAMES) == {
-        "accuracy",
-        "acc",
-        "mse",
-        "mean_squared_error",
-        "rmse",
-        "mae",
-        "mean_absolute_error",
-    }
+    """Every name builds a metric logged under the given name."""
+    assert {"accuracy", "acc", "f1", "fscore_macro", "auroc", "r2", "confusion_matrix"} <= set(
+        METRIC_NAMES
+    )
     assert all(factory("x").name == "x" for factory in METRIC_NAMES.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "options"),
+    [
+        ("f1", F1, {"average": "macro"}),
+        ("F1_Score", F1, {"average": "macro"}),
+        ("fscore_macro", F1, {"average": "macro"}),
+        ("fscore_micro", F1, {"average": "micro"}),
+        ("bin_f1", F1, {"average": "binary"}),
+        ("binary_f1", F1, {"average": "binary"}),
+        ("precision", Precision, {"average": "macro"}),
+        ("precision_micro", Precision, {"average": "micro"}),
+        ("bin_recall", Recall, {"average": "binary"}),
+        ("recall-macro", Recall, {"average": "macro"}),
+        ("auroc", AUROC, {}),
+        ("roc_auc", AUROC, {}),
+        ("confusion_matrix", ConfusionMatrix, {}),
+        ("r2", R2Score, {}),
+        ("r2_score", R2Score, {}),
+        ("bin_acc", Accuracy, {"task": "binary"}),
+        ("top1", Accuracy, {"top_k": 1}),
+        ("top10", Accuracy, {"top_k": 10}),
+        ("top100", Accuracy, {"top_k": 100}),
+        ("top5acc", Accuracy, {"top_k": 5}),
+    ],
+)
+def test_poutyne_and_other_names(name, cls, options):
+    """Poutyne's names (and spellings without underscores) build the matching metric."""
+    (metric,) = resolve_metrics([name])
+    assert type(metric) is cls
+    assert metric.name == name
+    for key, value in options.items():
+        assert getattr(metric, key) == value
+
+
+def test_logits_sets_threshold_of_every_named_metric():
+    """With logits=True, every named metric with a threshold reads logits at 0."""
+    metrics = resolve_metrics(["f1", "precision", "confusion_matrix", "acc"], logits=True)
+    assert [m.threshold for m in metrics] == [0.0] * 4
+
+
+def test_multilabel_flag():
+    """multilabel=True reads several columns as labels; one column stays binary."""
+    f1, acc, top2, bin_acc = resolve_metrics(["f1", "acc", "top2", "bin_acc"], multilabel=True)
+    assert (f1.task, acc.task, top2.task, bin_acc.task) == (
+        "multilabel",
+        "multilabel",
+        None,
+        "binary",
+    )
+    output, target = torch.tensor([[0.9, 0.8], [0.1, 0.7]]), torch.tensor([[1, 0], [0, 1]])
+    acc.update(output, target)
+    assert float(acc.compute()) == 0.75
+    f1.update(torch.tensor([0.9, 0.2]), torch.tensor([1, 0]))
+    assert float(f1.compute()) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("metric", "spec"),
+    [
+        (Accuracy(), "accuracy"),
+        (Accuracy(top_k=5, name="a5"), "top5"),
+        (Accuracy(task="binary"), "binary_accuracy"),
+        (F1(), "f1"),
+        (F1(average="micro"), "fscore_micro"),
+        (Precision(average="binary"), "bin_precision"),
+        (AUROC(), "auroc"),
+        (ConfusionMatrix(), "confusion_matrix"),
+        (R2Score(), "r2"),
+        (MeanSquaredError(), "mse"),
+        (F1(num_classes=3), None),
+        (Accuracy(threshold=0.3), None),
+        (FunctionMetric(max_error), None),
+        (RunningMax(), None),
+    ],
+)
+def test_metric_spec(metric, spec):
+    """metric_spec finds a name that builds the same metric, or None."""
+    assert metric_spec(metric) == spec
+    if spec is not None:
+        (rebuilt,) = resolve_metrics([spec])
+        assert type(rebuilt) is type(metric)
+
+
+def test_metric_spec_follows_logits():
+    """A metric with threshold 0 is named when the trainer's outputs are logits."""
+    assert metric_spec(F1(threshold=0.0)) is None
+    assert metric_spec(F1(threshold=0.0), logits=True) == "f1"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kiln.metrics import MeanAbsoluteError, MeanSquaredError, RootMeanSquaredError
+from kiln.metrics import MeanAbsoluteError, MeanSquaredError, R2Score, RootMeanSquaredError
 
 RNG = np.random.default_rng(0)
 OUTPUT = RNG.normal(size=(12, 2)).astype(np.float32)
@@ -95,3 +95,58 @@ def test_regression_metric_accumulates_in_float64():
     metric = MeanSquaredError()
     metric.update(torch.zeros(2), torch.ones(2))
     assert metric.compute().dtype == torch.float64
+
+
+# --------------------------------------------------------------------------------------------
+# R2
+
+
+def test_r2_equals_sklearn_over_unequal_batches():
+    """R2 over batches of unequal sizes equals r2_score on all rows (columns averaged)."""
+    from sklearn.metrics import r2_score
+
+    target = TARGET + 3.0  # a mean far from zero: the sums must not lose the spread
+    metric = R2Score()
+    for start, stop in [(0, 1), (1, 4), (4, 12)]:
+        metric.update(torch.from_numpy(OUTPUT[start:stop]), torch.from_numpy(target[start:stop]))
+    expected = r2_score(target.astype(np.float64), OUTPUT.astype(np.float64))
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_r2_single_column():
+    """1-D outputs are one column."""
+    from sklearn.metrics import r2_score
+
+    metric = R2Score()
+    metric.update(torch.from_numpy(OUTPUT[:, 0]), torch.from_numpy(TARGET[:, 0]))
+    expected = r2_score(TARGET[:, 0].astype(np.float64), OUTPUT[:, 0].astype(np.float64))
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_r2_constant_targets():
+    """Constant targets score 1 when predicted exactly, else 0 (scikit-learn's rule)."""
+    exact = R2Score()
+    exact.update(torch.full((3,), 0.1), torch.full((3,), 0.1))
+    assert float(exact.compute()) == 1.0
+    wrong = R2Score()
+    wrong.update(torch.zeros(3), torch.full((3,), 0.1))
+    assert float(wrong.compute()) == 0.0
+
+
+def test_r2_resume_mid_pass_is_bitwise():
+    """R2 restored from `state_dict` continues to the same value, bitwise."""
+    straight, first = R2Score(), R2Score()
+    for metric in (straight, first):
+        metric.update(torch.from_numpy(OUTPUT[:5]), torch.from_numpy(TARGET[:5]))
+    straight.update(torch.from_numpy(OUTPUT[5:]), torch.from_numpy(TARGET[5:]))
+    resumed = R2Score()
+    resumed.load_state_dict(first.state_dict())
+    resumed.update(torch.from_numpy(OUTPUT[5:]), torch.from_numpy(TARGET[5:]))
+    assert torch.equal(resumed.compute(), straight.compute())
+
+
+def test_r2_shape_mismatch_and_direction():
+    """Shapes that would broadcast raise ValueError; larger R2 is better."""
+    with pytest.raises(ValueError, match=r"r2: the output's shape \(4, 1\) differs"):
+        R2Score().update(torch.zeros(4, 1), torch.zeros(4))
+    assert R2Score.higher_is_better is True

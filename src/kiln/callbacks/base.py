@@ -55,6 +55,12 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer) -> None:
         """Called at the end of each epoch, when its logs are complete and in the history."""
 
+    def on_plot(self, trainer: Trainer) -> None:
+        """Called after `TrainingPlot` drew the training figure: draw your own figures here.
+
+        QuNet's `on_after_plot`; the `TrainingPlot` callback's `figure` holds its figure.
+        """
+
     def on_exception(self, trainer: Trainer) -> None:
         """Called when the run raises; `trainer.state.error` holds the exception."""
 

@@ -31,13 +31,43 @@ def resolve_mode(owner: str, monitor: str, mode: str) -> str:
     )
 
 
-def improved(value: float, best: float, mode: str, min_delta: float = 0.0) -> bool:
-    """Tell whether `value` beats `best` by more than `min_delta` (NaN never improves)."""
+def improved(
+    value: float, best: float, mode: str, min_delta: float = 0.0, min_rel_delta: float = 0.0
+) -> bool:
+    """Tell whether `value` beats `best` by more than `min_delta` and `min_rel_delta` of `best`.
+
+    The relative margin is a fraction of `best`'s magnitude: for "min" with a positive `best`,
+    `value < (1 - min_rel_delta) * best` (PytorchTrainer's `valid < 0.995 * best`). Both margins
+    add up. NaN never improves; the first finite value beats an infinite `best`.
+
+    Example:
+        >>> improved(0.996, 1.0, "min", min_rel_delta=0.005), improved(0.99, 1.0, "min", 0, 0.005)
+        (False, True)
+    """
     if math.isnan(value):
         return False
+    # Scaling best (not subtracting a product) gives exactly PytorchTrainer's `0.995 * best`.
     if mode == "min":
-        return value < best - min_delta
-    return value > best + min_delta
+        scale = 1.0 - min_rel_delta if best >= 0 else 1.0 + min_rel_delta
+        return value < (best * scale if min_rel_delta else best) - min_delta
+    scale = 1.0 + min_rel_delta if best >= 0 else 1.0 - min_rel_delta
+    return value > (best * scale if min_rel_delta else best) + min_delta
+
+
+def read_monitored(owner: str, monitor: str, logs: dict[str, float]) -> float | None:
+    """Return `monitor`'s value in an epoch's `logs`, or None in an epoch without validation.
+
+    Raises:
+        ValueError: If a value the epoch has is missing (the logged values are listed).
+    """
+    if monitor not in logs:
+        if monitor.startswith("val_") and not any(key.startswith("val_") for key in logs):
+            return None  # no validation this epoch
+        raise ValueError(
+            f"{owner}(monitor={monitor!r}) names a value that is not logged. "
+            f"Logged values: {', '.join(sorted(logs))}."
+        )
+    return float(logs[monitor])
 
 
 def initial_best(mode: str) -> float:

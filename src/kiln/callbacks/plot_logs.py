@@ -26,6 +26,7 @@ from kiln.callbacks.progress import format_value
 from kiln.checkpoint.files import atomic_write
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from kiln.history import History
@@ -76,7 +77,7 @@ def plotted_quantities(history: History) -> list[str]:
     ]
 
 
-def plot_history(history: History, key: str) -> Figure:
+def plot_history(history: History, key: str, axes: Axes | None = None) -> Figure:
     """Draw `key` (and `val_<key>` when logged) against the epoch, on one set of axes.
 
     The epoch where the quantity was best (lowest loss, highest accuracy; validation when there
@@ -87,9 +88,11 @@ def plot_history(history: History, key: str) -> Figure:
     Args:
         history: The values of a run, such as the `History` that `Trainer.fit` returns.
         key: A logged name, such as `"loss"`, `"accuracy"`, `"lr"` or `"time"`.
+        axes: Draw into these axes (one panel of a larger figure, as `History.plot` does)
+            rather than into a new figure of their own.
 
     Returns:
-        A `matplotlib.figure.Figure` with one axes.
+        A `matplotlib.figure.Figure` with one axes, or the figure that holds `axes`.
 
     Raises:
         KeyError: If neither `key` nor `val_<key>` was logged.
@@ -116,11 +119,12 @@ def plot_history(history: History, key: str) -> Figure:
     from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     epochs = history["epoch"] if "epoch" in history else list(range(1, len(history) + 1))
-    figure = figure_class(figsize=(6.4, 4.2))
-    # Fixed margins wide enough for tick labels such as 0.00100: an automatic layout engine
-    # would double the time each figure takes to draw.
-    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.91)
-    axes = figure.add_subplot()
+    if axes is None:
+        figure = figure_class(figsize=(6.4, 4.2))
+        # Fixed margins wide enough for tick labels such as 0.00100: an automatic layout
+        # engine would double the time each figure takes to draw.
+        figure.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.91)
+        axes = figure.add_subplot()
     best: tuple[str, float, float] | None = None
     for name in names:
         points = [
@@ -152,7 +156,7 @@ def plot_history(history: History, key: str) -> Figure:
         axes.yaxis.set_major_formatter(formatter)
     axes.grid(alpha=0.3)
     axes.legend()
-    return figure
+    return axes.figure  # type: ignore[return-value]
 
 
 def _best_point(name: str, xs: list[Any], ys: list[float]) -> tuple[str, float, float] | None:

@@ -64,6 +64,7 @@ class StepCheckpoint(Callback):
         self.every_n_steps = every_n_steps
         self.every_seconds = None if every_seconds is None else float(every_seconds)
         self._next_save_time = float("inf")
+        self._saved_step = -1
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """Check that there is a directory to save to, and start the clock."""
@@ -74,12 +75,17 @@ class StepCheckpoint(Callback):
             )
         if self.every_seconds is not None:
             self._next_save_time = time.monotonic() + self.every_seconds
+        self._saved_step = trainer.state.step  # saved already, or the start of the run
 
     def on_train_batch_end(self, trainer: Trainer) -> None:
         """Save when N steps or T seconds have passed."""
-        by_steps = self.every_n_steps is not None and trainer.state.step % self.every_n_steps == 0
+        step = trainer.state.step
+        # With gradient accumulation the step count stays put for a group's batches: once.
+        by_steps = self.every_n_steps is not None and step % self.every_n_steps == 0
+        by_steps = by_steps and step != self._saved_step
         if trainer.dir is None or (not by_steps and time.monotonic() < self._next_save_time):
             return
         checkpoints.save_last(trainer, trainer.dir)
+        self._saved_step = step
         if self.every_seconds is not None:
             self._next_save_time = time.monotonic() + self.every_seconds

@@ -21,6 +21,7 @@ import torch
 
 from kiln.checkpoint.rng import get_rng_state, set_rng_state
 from kiln.data import Data
+from kiln.passes import Repeated
 from kiln.tracking import PassTracker
 
 
@@ -41,6 +42,10 @@ class PassPosition:
     def __init__(self) -> None:
         self.epoch_rng: dict[str, Any] | None = None
         self.pending: dict[str, Any] | None = None
+        #: The shuffling seed of the `Data` trained on (saved: a seed drawn at random when
+        #: `fit` made the `Data` would differ in the resumed process), and one to restore.
+        self.data_seed: int | None = None
+        self.restored_data_seed: int | None = None
 
     def begin(
         self, batches: Iterable[Any], tracker: PassTracker, device: torch.device
@@ -50,6 +55,11 @@ class PassPosition:
         With a position restored from a checkpoint, the pass continues after the batches the
         saving run had done, with the tracker's sums and every generator as they were then.
         """
+        data = batches.batches if isinstance(batches, Repeated) else batches
+        if isinstance(data, Data):
+            if self.restored_data_seed is not None:
+                data.seed, self.restored_data_seed = self.restored_data_seed, None
+            self.data_seed = data.seed
         pending, self.pending = self.pending, None
         if pending is None:
             self.epoch_rng = get_rng_state()

@@ -57,13 +57,16 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         "format": FORMAT,
         "model": trainer.model.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
-        "state": {**trainer.state.state_dict(), "stop_reason": trainer.state.stop_reason},
+        "state": trainer.state.state_dict(),  # with the stop reason of a run that ended
         "history": trainer.history.state_dict(),
         "callbacks": [
             {"name": type(callback).__name__, "state": _callback_state(callback)}
             for callback in trainer.callbacks
         ],
         "rng": get_rng_state(),
+        "data_seed": trainer._position.data_seed,
+        # The fp16 gradient scaler, and the gradients of an unfinished accumulation group.
+        "optimizer_step": trainer._steps.state_dict(optimizer),
         # Saved in the middle of an epoch: how far its training pass got.
         "position": trainer._position.state_dict(trainer._trackers["train"])
         if in_training_pass
@@ -117,6 +120,7 @@ def restore_trainer(trainer: Trainer, checkpoint: dict[str, Any], source: str) -
     load_model_state(trainer.model, checkpoint["model"], source)
     if trainer.optimizer is not None and checkpoint["optimizer"] is not None:
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    trainer._steps.load_state_dict(checkpoint.get("optimizer_step"), trainer.optimizer)
     saved = checkpoint["callbacks"]
     names = [type(callback).__name__ for callback in trainer.callbacks]
     if [entry["name"] for entry in saved] != names:
@@ -133,6 +137,7 @@ def restore_trainer(trainer: Trainer, checkpoint: dict[str, Any], source: str) -
     trainer.state.stop_reason = checkpoint["state"].get("stop_reason")
     trainer.history.load_state_dict(checkpoint["history"])
     set_rng_state(checkpoint["rng"])
+    trainer._position.restored_data_seed = checkpoint.get("data_seed")
     position = checkpoint.get("position")
     trainer._position.pending = None if position is None else {**position, "rng": checkpoint["rng"]}
 

@@ -1,9 +1,42 @@
-"""Optimizers: resolving the `optimizer=` argument of the trainer.
+"""Optimizers and learning-rate schedules.
 
-What lives here: the table of optimizer names and `resolve_optimizer`. What does not: learning
-rate schedules and optimizer wrappers, which arrive with the training-control work.
+What lives here: the table of optimizer names and `resolve_optimizer`, `Lookahead` (and
+RAdam inside it, by the name "ranger"); QuNet's learning-rate
+curves (`WarmupCosine`, `LinearSchedule`, `ExponentialSchedule`, `ConstantSchedule`), their chain
+and its planned curve (`ScheduleChain`, `Plan`, `plot_plan`), and TorchFusion's per-epoch
+function (`EpochFunction`); PytorchTrainer's golden-ratio plateau (`golden_ratio_plateau`).
+What does not: applying a schedule during training, which the
+`kiln.callbacks.LRScheduler` callback does (it also takes any `torch.optim.lr_scheduler`).
 """
 
-from kiln.optim.names import OPTIMIZER_NAMES, resolve_optimizer
+from kiln.optim.lookahead import Lookahead
+from kiln.optim.names import COMPOSITE_OPTIMIZERS, OPTIMIZER_NAMES, resolve_optimizer
+from kiln.optim.plateau import GOLDEN_FACTOR, golden_ratio_plateau
+from kiln.optim.schedule_chain import Plan, ScheduleChain
+from kiln.optim.schedule_plot import plot_plan
+from kiln.optim.schedules import (
+    ConstantSchedule,
+    EpochFunction,
+    ExponentialSchedule,
+    LinearSchedule,
+    Schedule,
+    WarmupCosine,
+)
 
-__all__ = ["OPTIMIZER_NAMES", "resolve_optimizer"]
+__all__ = [
+    "COMPOSITE_OPTIMIZERS",
+    "GOLDEN_FACTOR",
+    "OPTIMIZER_NAMES",
+    "ConstantSchedule",
+    "EpochFunction",
+    "ExponentialSchedule",
+    "LinearSchedule",
+    "Lookahead",
+    "Plan",
+    "Schedule",
+    "ScheduleChain",
+    "WarmupCosine",
+    "golden_ratio_plateau",
+    "plot_plan",
+    "resolve_optimizer",
+]

@@ -1,4 +1,9 @@
-"""Optimizer names and the resolution of `optimizer=` into a `torch.optim.Optimizer`."""
+"""Optimizer names and the resolution of `optimizer=` into a `torch.optim.Optimizer`.
+
+What lives here: the table of torch optimizer classes by name, the composite names (`"ranger"`:
+RAdam inside `Lookahead`), default learning rates and `resolve_optimizer`. What does not: the
+`Lookahead` wrapper itself (`lookahead.py`) and learning-rate schedules.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from kiln.optim.lookahead import Lookahead
 
 #: Learning rate used when `lr` is not given: Adam's usual default, and SGD's (as Poutyne).
 DEFAULT_LR = {"sgd": 1e-2}
@@ -26,6 +33,17 @@ OPTIMIZER_NAMES: dict[str, type[torch.optim.Optimizer]] = {
     "rprop": torch.optim.Rprop,
 }
 
+
+def _ranger(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """RAdam inside Lookahead (k=5, alpha=0.5): PytorchTrainer's "RAdam + Lookahead"."""
+    return Lookahead(torch.optim.RAdam(params, lr=lr))
+
+
+#: Names that build more than one torch class: a function of the parameters and the lr.
+COMPOSITE_OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimizer]] = {
+    "ranger": _ranger,
+}
+
 OptimizerSpec = str | torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], Any]
 
 
@@ -36,7 +54,8 @@ def resolve_optimizer(
 
     Args:
         optimizer: A name (case-insensitive: sgd, adam, adamw, radam, nadam, rmsprop, adagrad,
-            adamax, adadelta, asgd, rprop), an optimizer instance, or a callable that takes
+            adamax, adadelta, asgd, rprop; ranger for RAdam inside `kiln.optim.Lookahead`
+            with k=5, alpha=0.5), an optimizer instance, or a callable that takes
             the parameters and returns an optimizer (such as `functools.partial(SGD, lr=0.1)`).
         model: The model whose trainable parameters are optimized.
         lr: The learning rate for a name (default 1e-3; 1e-2 for SGD). An instance or a
@@ -51,14 +70,17 @@ def resolve_optimizer(
         >>> import torch
         >>> resolve_optimizer("SGD", torch.nn.Linear(2, 1), lr=0.1).defaults["lr"]
         0.1
+        >>> resolve_optimizer("ranger", torch.nn.Linear(2, 1), lr=None)
+        Lookahead(RAdam, k=5, alpha=0.5)
     """
     if lr is not None and (isinstance(lr, bool) or not lr > 0):
         raise ValueError(f"`lr` must be a positive number; received {lr!r}.")
     if isinstance(optimizer, str):
         key = optimizer.strip().lower()
-        if key not in OPTIMIZER_NAMES:
+        if key not in OPTIMIZER_NAMES and key not in COMPOSITE_OPTIMIZERS:
+            known = ", ".join([*OPTIMIZER_NAMES, *COMPOSITE_OPTIMIZERS])
             raise ValueError(
-                f"Unknown optimizer {optimizer!r}. Known names: {', '.join(OPTIMIZER_NAMES)}. "
+                f"Unknown optimizer {optimizer!r}. Known names: {known}. "
                 "You can also pass an optimizer instance or a callable `fn(params)`."
             )
         rate = lr if lr is not None else DEFAULT_LR.get(key, FALLBACK_LR)
@@ -69,6 +91,8 @@ def resolve_optimizer(
                 "Check that its layers are registered as attributes (not in a plain list: use "
                 "nn.ModuleList) and that `requires_grad` is not turned off everywhere."
             )
+        if key in COMPOSITE_OPTIMIZERS:
+            return COMPOSITE_OPTIMIZERS[key](params, rate)
         return OPTIMIZER_NAMES[key](params, lr=rate)  # type: ignore[call-arg]
     if lr is not None:
         raise ValueError(

@@ -1,0 +1,333 @@
+"""From a batch's loss to an optimizer step: checks, accumulation, scaling, clipping.
+
+What lives here: `Stepper`, which the training loop calls twice a batch: `backward` (check the
+loss, divide it for accumulation, scale it for fp16, run backward) and, at the last batch of a
+group, `step` (unscale, the `before_optimizer_step` event, clip, step, zero the gradients); and
+its `state_dict` (the gradient scaler, gradients of an unfinished group), which checkpoints
+hold. What does not: forward and loss (`step.py`), autocast and compilation
+(`acceleration.py`), or the loop (`trainer.py`).
+
+The order within one optimizer step, for callbacks::
+
+    each batch of a group:  loss check -> loss / group size -> scaler.scale -> backward
+    its last batch:         scaler.unscale_ -> BEFORE_OPTIMIZER_STEP -> clip -> step -> zero_grad
+
+so `before_optimizer_step` sees the true gradients (unscaled, summed over the group, not yet
+clipped) and may change them.
+
+Gradient accumulation: a group is `accumulate` consecutive batches of an epoch (the count
+starts again at each epoch); the last group of an epoch may be shorter. Each batch's loss is
+divided by its group's real size (in batches), known in advance when the data has a length; for
+data without one, the last group's gradients are rescaled before its step. Every batch of a
+group then weighs the same, as in one large batch made of equal-size parts.
+
+Non-finite losses, and what checking them costs. Deciding before the optimizer step needs the
+loss's value on the host. On the CPU that is a plain read, and every batch's loss is checked
+before its backward. On an accelerator a read per batch would make the host wait for the device
+at every step, so with `nonfinite="raise"` the losses stay on the device and are checked where
+kiln reads them anyway: at the end of the epoch and before any checkpoint is written. The error
+then comes at the end of the epoch (naming the first bad batch), the weights in memory are not
+usable (with fp16, whose gradient scaler skips steps with non-finite gradients, they stay
+finite), and no checkpoint is written with them. `nonfinite="skip"` must decide batch by batch,
+so it reads every loss: on an accelerator, that wait is its cost.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from kiln.acceleration import autocast, grad_scaler
+from kiln.batch import slice_batch
+from kiln.loop_options import StepOptions
+from kiln.step import StepOutput
+
+if TYPE_CHECKING:
+    from kiln.state import TrainState
+    from kiln.tracking import PassTracker
+
+
+def nonfinite_error(
+    value: float, epoch: int, batch_idx: int, step: int | None = None
+) -> FloatingPointError:
+    """Return the error that stops a run whose training loss is NaN or infinite.
+
+    Args:
+        value: The loss.
+        epoch: The epoch, 1-based as logged.
+        batch_idx: The batch's index in the epoch.
+        step: The optimizer steps done before the batch; None when the loss was found later
+            (at the end of the epoch, or before a save).
+
+    Example:
+        >>> str(nonfinite_error(float("nan"), epoch=3, batch_idx=5, step=41))[:52]
+        'The training loss is nan at epoch 3, batch 5 (after '
+    """
+    if step is None:
+        what = (
+            f"The training loss was {value} at epoch {epoch}, batch {batch_idx}, found at the "
+            "end of the epoch or before a save: on this device a check before every step would "
+            "make the host wait for the device. The weights in memory are not usable; no "
+            "checkpoint was written with them."
+        )
+    else:
+        what = (
+            f"The training loss is {value} at epoch {epoch}, batch {batch_idx} (after {step} "
+            "optimizer steps). The run stopped before the optimizer step, so the weights are "
+            f"still those after step {step}."
+        )
+    return FloatingPointError(
+        f"{what} Lower the learning rate, clip the gradients (`clip_norm=1.0`), check the data "
+        "for NaN or infinite values, or pass `nonfinite='skip'` to leave such batches out."
+    )
+
+
+class Stepper:
+    """Backward and optimizer steps, by the trainer's `StepOptions`.
+
+    Args:
+        options: The step options (precision, accumulation, clipping, non-finite losses).
+        optimizer: The optimizer, or None for a trainer that does not train. Each pass may
+            give another (`begin_pass`): a trainer whose optimizer was replaced (wrapped in
+            Lookahead, say) steps the new one.
+        device: The training device: it decides autocast and how losses are checked.
+
+    Raises:
+        ValueError: For a precision the device cannot run (`"fp16"` off CUDA).
+
+    Example:
+        >>> import torch
+        >>> from kiln import TrainState
+        >>> model = torch.nn.Linear(2, 1)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> stepper = Stepper(StepOptions(), optimizer, torch.device("cpu"))
+        >>> stepper.begin_pass(optimizer, num_batches=1, first=0)
+        >>> _ = stepper.backward(StepOutput(model(torch.ones(1, 2)).sum(), 1), TrainState())
+        >>> stepper.ends_group(0), stepper.step(None)
+        (True, True)
+    """
+
+    def __init__(
+        self, options: StepOptions, optimizer: torch.optim.Optimizer | None, device: torch.device
+    ) -> None:
+        self.options, self.optimizer = options, optimizer
+        self.autocast = autocast(options.precision, device)
+        self.scaler = grad_scaler(options.precision, device)
+        #: Whether the loss is read before every step (see the module's docstring).
+        self.check_each_step = options.nonfinite == "skip" or device.type == "cpu"
+        self.skipped = 0  # batches skipped in the current training pass
+        self._group = options.accumulate
+        self._tail_start: int | None = None  # first batch of a shorter last group
+        self._tail_size = 0
+        self._num_batches: int | None = None
+        self._in_group = 0  # batches of the current group done so far
+        self._has_grads = False  # a batch of the current group ran backward
+        self._tracker: PassTracker | None = None
+        self._epoch = 0  # the current training pass's epoch, 1-based
+        self._params: list[Tensor] = []
+
+    @staticmethod
+    def _parameters(optimizer: torch.optim.Optimizer | None) -> list[Tensor]:
+        groups = [] if optimizer is None else optimizer.param_groups
+        return [param for group in groups for param in group["params"]]
+
+    def begin_pass(
+        self,
+        optimizer: torch.optim.Optimizer | None,
+        num_batches: int | None,
+        first: int,
+        tracker: PassTracker | None = None,
+        epoch: int = 0,
+    ) -> None:
+        """Start a training pass of `num_batches` (None: unknown) from batch `first` (resumed).
+
+        `tracker` and `epoch` (the pass's losses, and its epoch counting from 0) are kept to
+        name the first bad batch when losses are checked after the fact.
+        """
+        group = self._group
+        self._num_batches, self._tracker, self._epoch = num_batches, tracker, epoch + 1
+        self.optimizer, self._params = optimizer, self._parameters(optimizer)
+        self._in_group = first % group
+        tail = 0 if num_batches is None else num_batches % group
+        self._tail_start = None if tail == 0 or num_batches is None else num_batches - tail
+        self._tail_size = tail
+        if first == 0:
+            self.skipped = 0
+            self._has_grads = False
+
+    def backward(self, output: StepOutput, state: TrainState) -> StepOutput:
+        """Check the batch's loss, then run backward; return the output to track.
+
+        A batch skipped for a non-finite loss returns an output of size 0 and loss 0, which
+        leaves the epoch's means and metrics as they were but keeps the count of batches done.
+
+        Raises:
+            FloatingPointError: With `nonfinite="raise"`, for a NaN or infinite loss.
+        """
+        loss: Tensor = output.loss  # type: ignore[assignment]  # checked on the first batch
+        self._in_group += 1
+        if self.check_each_step:
+            value = loss.item()
+            if not math.isfinite(value):
+                if self.options.nonfinite == "raise":
+                    raise nonfinite_error(value, state.epoch + 1, state.batch_idx, state.step)
+                self.skipped += 1
+                state.skipped_batches += 1
+                return skipped(output, loss)
+        if self._group > 1:
+            batch = state.batch_idx
+            tail = self._tail_start is not None and batch >= self._tail_start
+            loss = loss / (self._tail_size if tail else self._group)
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self._has_grads = True
+        return output
+
+    def ends_group(self, batch_idx: int) -> bool:
+        """Whether batch `batch_idx` is the last of its accumulation group."""
+        return (batch_idx + 1) % self._group == 0 or batch_idx + 1 == self._num_batches
+
+    def step(self, before_step: Callable[[], None] | None) -> bool:
+        """End the group: unscale, `before_step()`, clip, step, zero the gradients.
+
+        Returns:
+            Whether an optimizer step was taken (not when every batch of the group was skipped).
+        """
+        optimizer, scaler, options = self.optimizer, self.scaler, self.options
+        self._in_group = 0
+        if optimizer is None or not self._has_grads:
+            return False
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if before_step is not None:
+            before_step()
+        if options.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self._params, options.clip_norm)
+        elif options.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self._params, options.clip_value)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self._has_grads = False
+        return True
+
+    def finish_pass(self, before_step: Callable[[], None] | None) -> bool:
+        """Step an unfinished last group of data without a length; return whether it stepped.
+
+        Its batches were divided by the full group size: the gradients are rescaled to the
+        group's real size first.
+        """
+        if self._in_group == 0 or not self._has_grads:
+            self._in_group = 0
+            return False
+        grads = [p.grad for p in self._params if p.grad is not None]
+        torch._foreach_mul_(grads, self._group / self._in_group)
+        return self.step(before_step)
+
+    def end_pass(self, values: dict[str, float], state: TrainState) -> dict[str, float]:
+        """After a training pass: check the losses left on the device; return values to log.
+
+        With `nonfinite="skip"`, the epoch logs `skipped_batches` (this epoch's count), and a
+        warning says how many were skipped.
+
+        Raises:
+            FloatingPointError: With `nonfinite="raise"`, checked here, for a non-finite loss.
+        """
+        loss = values.get("loss")
+        if not self.check_each_step and loss is not None and not math.isfinite(loss):
+            self._raise_first_nonfinite()
+        if self.options.nonfinite != "skip":
+            return {}
+        if self.skipped:
+            warnings.warn(
+                f"{self.skipped} batch(es) of epoch {state.epoch} were skipped: their loss was "
+                "NaN or infinite (`nonfinite='skip'`). Lower the learning rate, clip the "
+                "gradients, or check the data.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return {"skipped_batches": float(self.skipped)}
+
+    def check_validation(self, values: dict[str, float], state: TrainState) -> None:
+        """Stop a run whose validation loss is NaN or infinite (with `nonfinite="raise"`).
+
+        Raises:
+            FloatingPointError: Naming the epoch, so the weights that produced it can be found.
+        """
+        loss = values.get("loss")
+        if self.options.nonfinite == "raise" and loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(
+                f"The validation loss is {loss} after epoch {state.epoch}, though the training "
+                "losses were finite. Check the validation data for NaN or infinite values, or "
+                "pass `nonfinite='skip'` to train on."
+            )
+
+    def _raise_first_nonfinite(self) -> None:
+        if self._tracker is None or not self._tracker.steps:
+            return
+        for index, value in enumerate(self._tracker.batch_losses()):
+            if not math.isfinite(value):
+                raise nonfinite_error(value, self._epoch, index)
+
+    def state_dict(self, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+        """Return the scaler's state and the gradients of an unfinished group (else None).
+
+        Raises:
+            FloatingPointError: If losses left on the device were not finite: no checkpoint is
+                written with the weights they produced.
+        """
+        if not self.check_each_step:
+            self._raise_first_nonfinite()
+        pending = self._has_grads and self._in_group > 0
+        return {
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "grads": [p.grad for p in self._parameters(optimizer or self.optimizer)]
+            if pending
+            else None,
+            "skipped": self.skipped,
+        }
+
+    def load_state_dict(
+        self, state: dict[str, Any] | None, optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
+        """Restore what `state_dict` returned (None: a checkpoint from before these options)."""
+        state = state or {}
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        grads = state.get("grads")
+        params = self._parameters(optimizer or self.optimizer)
+        if grads is None:
+            grads = [None] * len(params)
+        elif len(grads) != len(params):
+            raise ValueError(
+                f"The checkpoint holds the gradients of {len(grads)} parameters (an unfinished "
+                f"accumulation group), but the optimizer has {len(params)}. Resume with the same "
+                "model and optimizer."
+            )
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = None if grad is None else grad.to(param.device)
+        self._has_grads = any(grad is not None for grad in grads)
+        self.skipped = int(state.get("skipped", 0))
+
+
+def skipped(output: StepOutput, loss: Tensor) -> StepOutput:
+    """Return what a batch skipped for its loss counts for: nothing, but one batch done.
+
+    Its loss is 0 with size 0, and metrics receive none of its samples.
+    """
+    model_output, target = output.output, output.target
+    return StepOutput(
+        torch.zeros((), dtype=loss.dtype, device=loss.device),
+        0,
+        None if model_output is None else slice_batch(model_output, 0, 0),
+        None if target is None else slice_batch(target, 0, 0),
+    )
