@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch is enough for everything here; set TORCH= to keep the torch you have.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow lint bench bench-checkpoint clean
+.PHONY: demo test test-slow lint bench bench-checkpoint bench-distributed clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(VENV)/.installed
 
 bench-checkpoint: $(VENV)/.installed
 	$(BIN)/python bench/checkpoint.py
+
+bench-distributed: $(VENV)/.installed
+	$(BIN)/python bench/distributed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -42,6 +41,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from common import (
+    BusyMeter,
+    interleave,
+    load_sentence,
+    machine,
+    markdown_row,
+    parser,
+    publish,
+    ratio_cells,
+    ratios,
+    target_cell,
+    verdict,
+)
 from torch import nn
 
 import kiln
@@ -222,22 +234,18 @@ def run_operation(operation: str, quick: bool, directory: Path, cold: bool) -> d
 
 def measure(config: Config, quick: bool, directory: Path, cold: bool) -> Results:
     """Run every operation once per round; return each one's measurements in round order."""
-    results: Results = {name: [] for name in OPERATIONS}
-    for round_idx in range(config.rounds):
-        for group in (SAVES, LOADS):
-            for operation in group if round_idx % 2 == 0 else reversed(group):
-                print(f"  round {round_idx + 1}: {operation}", file=sys.stderr)
-                results[operation].append(run_operation(operation, quick, directory, cold))
-    return results
+    return interleave(
+        lambda operation: run_operation(operation, quick, directory, cold),
+        (SAVES, LOADS),
+        config.rounds,
+        lambda round_idx, operation: print(
+            f"  round {round_idx + 1}: {operation}", file=sys.stderr
+        ),
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Reporting
-
-
-def verdict(value: float, target: float | None) -> str:
-    """Return "pass", "FAIL", or "reference" for a row without a target."""
-    return "reference" if target is None else "pass" if value <= target else "FAIL"
 
 
 def tables(results: Results, model_bytes: int) -> str:
@@ -251,42 +259,20 @@ def tables(results: Results, model_bytes: int) -> str:
         seconds = [run["seconds"] for run in results[operation]]
         extra = statistics.median(run["extra_bytes"] for run in results[operation])
         target = TARGET if operation == "kiln_save" else None
-        lines.append(
-            f"| {label} | {statistics.median(seconds):.2f} s "
-            f"| {min(seconds):.2f}-{max(seconds):.2f} s | {extra / 1e9:.3f} GB "
-            f"| {extra / model_bytes:.2f}x | {'-' if target is None else f'<= {target:.2f}x'} "
-            f"| {'-' if target is None else verdict(extra / model_bytes, target)} |"
-        )
+        cells = [label, f"{statistics.median(seconds):.2f} s"]
+        cells += [f"{min(seconds):.2f}-{max(seconds):.2f} s", f"{extra / 1e9:.3f} GB"]
+        cells += [f"{extra / model_bytes:.2f}x", target_cell(target)]
+        memory_verdict = "-" if target is None else verdict(extra / model_bytes, target)
+        lines.append(markdown_row([*cells, memory_verdict]))
     lines += [
         "",
         "| kiln vs baseline | Median time ratio | Range (min-max) | Target | Result |",
         "|---|---:|---:|---:|---|",
     ]
     for label, contender, baseline, target in RATIOS:
-        pairs = zip(results[contender], results[baseline], strict=True)
-        ratios = [ours["seconds"] / theirs["seconds"] for ours, theirs in pairs]
-        median = statistics.median(ratios)
-        lines.append(
-            f"| {label} | {median:.3f}x | {min(ratios):.2f}-{max(ratios):.2f}x "
-            f"| {'-' if target is None else f'<= {target:.2f}x'} | {verdict(median, target)} |"
-        )
+        seconds = [[run["seconds"] for run in results[name]] for name in (contender, baseline)]
+        lines.append(markdown_row([label, *ratio_cells(ratios(*seconds), target)]))
     return "\n".join(lines)
-
-
-def busy_seconds() -> tuple[float, float] | None:
-    """Return the CPU seconds the whole machine, and this process with its children, have used.
-
-    Their difference over the run says how much other processes competed with the benchmark.
-    `None` where `/proc/stat` does not exist.
-    """
-    try:
-        with open("/proc/stat") as stat:
-            ticks = [int(value) for value in stat.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    machine_busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # not idle
-    own = os.times()
-    return machine_busy, own.user + own.system + own.children_user + own.children_system
 
 
 def filesystem(directory: Path) -> str:
@@ -299,20 +285,6 @@ def filesystem(directory: Path) -> str:
             if inside and len(mount_point) >= len(best[0]):
                 best = (mount_point, f"{kind} on {device}, mounted at {mount_point}")
     return best[1]
-
-
-def machine() -> str:
-    """Describe the machine: CPU model, cores, memory, torch and Python versions."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line]
-        cpu = models[0] if models else cpu
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB of memory, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
-        f"{platform.system()}"
-    )
 
 
 def report(
@@ -333,7 +305,6 @@ def report(
         seconds: How long the benchmark took.
         others: Cores other processes kept busy on average during the run, when known.
     """
-    load = "" if others is None else f" Other processes kept {others:.2f} cores busy meanwhile."
     model_bytes = config.parameters * 4
     cache = (
         "evicted from the page cache with `posix_fadvise(DONTNEED)` before each load (cold)"
@@ -351,47 +322,37 @@ def report(
         f"Workload: {config.parameters:,} float32 parameters ({model_bytes / 1e9:.3f} GB) after "
         f"one Adam step, so each file holds about {3 * model_bytes / 1e9:.2f} GB; median of "
         f"{config.rounds} rounds, each operation in a fresh process. "
-        f"The benchmark took {seconds:.0f} s.{load}\n"
+        f"The benchmark took {seconds:.0f} s.{load_sentence(others)}\n"
         f"Reproduce: `{command}`\n"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the Markdown report, and write it where `--markdown` says."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="a 9.8M-parameter model, to check the script"
+    arguments = parser(
+        __doc__.splitlines()[0], "a 9.8M-parameter model, to check the script", "rounds (default 3)"
     )
-    parser.add_argument("--rounds", type=int, metavar="N", help="rounds (default 3)")
-    parser.add_argument("--cold", action="store_true", help="evict each file before its load")
-    parser.add_argument("--dir", metavar="PATH", help="where the files go (default: temp dir)")
-    parser.add_argument("--markdown", metavar="PATH", help="also write the report to PATH")
-    parser.add_argument("--operation", choices=OPERATIONS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    arguments.add_argument("--cold", action="store_true", help="evict each file before its load")
+    arguments.add_argument("--dir", metavar="PATH", help="where the files go (default: temp dir)")
+    arguments.add_argument("--operation", choices=OPERATIONS, help=argparse.SUPPRESS)
+    args = arguments.parse_args(argv)
     config = QUICK if args.quick else FULL
     if args.rounds:
         config = replace(config, rounds=args.rounds)
     if args.operation:  # one measurement, in the fresh process the parent started
         print(json.dumps(measure_here(args.operation, config, Path(args.dir))))
         return 0
-    started, busy_before = time.perf_counter(), busy_seconds()
+    meter = BusyMeter()
     directory = Path(tempfile.mkdtemp(prefix="kiln-bench-checkpoint-", dir=args.dir))
     print(f"Saving and loading in {directory} (removed at the end)...", file=sys.stderr)
     try:
         results = measure(config, args.quick, directory, args.cold)
         body = tables(results, config.parameters * 4)
-        seconds, busy_after = time.perf_counter() - started, busy_seconds()
-        others = None  # cores that other processes kept busy, on average
-        if busy_before is not None and busy_after is not None:
-            own = busy_after[1] - busy_before[1]
-            others = max(busy_after[0] - busy_before[0] - own, 0.0) / seconds
+        seconds, others = meter.stop()
         text = report(config, body, args, directory, seconds, others)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as file:
-            file.write(text)
+    publish(text, args.markdown)
     return 0
 
 

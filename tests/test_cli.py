@@ -35,3 +35,51 @@ def test_cli_is_installed_as_a_command():
         [sys.executable, "-m", "kiln.cli", "info"], capture_output=True, text=True, check=True
     )
     assert "torch" in result.stdout
+
+
+def test_cli_help_lists_every_command_with_examples(capsys):
+    """`kiln --help` names every command and shows examples."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("info", "fit", "predict", "evaluate"):
+        assert f"    {command} " in out
+    assert "kiln fit data.csv --target label" in out
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("fit", ["--target COLUMN", "--epochs EPOCHS", "(default: 100)", "--batch-size",
+                 "(default: 64)", "--lr LR", "--hidden [WIDTH ...]", "(default: [64, 64])",
+                 "--val VAL", "(default: 0.1)", "--seed SEED", "(default: 0)", "--device",
+                 "(default: auto)", "--resume", "--kind COLUMN=KIND", "--ignore COLUMN",
+                 "examples:\n  kiln fit houses.csv --target price"]),
+        ("predict", ["run", "data", "--output OUTPUT", "(default: -)", "TARGET_proba_LABEL",
+                     "example:\n  kiln predict runs/houses"]),
+        ("evaluate", ["run", "data", "--json", "ROC AUC", "example:\n  kiln evaluate"]),
+    ],
+)  # fmt: skip
+def test_cli_subcommand_help_is_complete(command, expected, capsys, monkeypatch):
+    """Each subcommand's help has its arguments, their defaults and an example."""
+    monkeypatch.setenv("COLUMNS", "200")  # no help line wrapped inside what is matched
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for text in expected:
+        assert text in out, text
+
+
+def test_cli_errors_are_one_line_and_traceback_shows_them(tmp_path, capsys):
+    """An expected error prints `kiln: error: ...` with status 2; `--traceback` raises it."""
+    (tmp_path / "empty.csv").write_text("")
+    assert main(["evaluate", str(tmp_path), str(tmp_path / "empty.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kiln: error: ")
+    assert err.count("\n") == 1
+    from kiln.tables import TableError
+
+    with pytest.raises(TableError, match="is empty"):
+        main(["--traceback", "fit", str(tmp_path / "empty.csv"), "--target", "y"])

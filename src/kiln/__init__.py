@@ -13,14 +13,16 @@ Example:
     3
 """
 
-from kiln import callbacks, metrics, optim
+from kiln import callbacks, distributed, metrics, optim, presets
 from kiln.callbacks import Callback
 from kiln.data import Data, loader, split
+from kiln.distributed.launch import launch
 from kiln.estimator import Estimator
 from kiln.events import Event
 from kiln.history import Evaluation, History
 from kiln.lr_finder import LRFinderResult, lr_find
 from kiln.modules import MLP
+from kiln.presets import AutoTrainer
 from kiln.rebuild import build
 from kiln.saving import load
 from kiln.seed import seed_everything
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP",
+    "AutoTrainer",
     "ModelSummary",
     "Callback",
     "Data",
@@ -47,11 +50,14 @@ __all__ = [
     "__version__",
     "build",
     "callbacks",
+    "distributed",
+    "launch",
     "load",
     "loader",
     "lr_find",
     "metrics",
     "optim",
+    "presets",
     "seed_everything",
     "split",
     "summary",

@@ -53,6 +53,20 @@ def as_tensor(value: Any, name: str = "data") -> Tensor:
     )
 
 
+def permutation(total: int, seed: int, epoch: int) -> Tensor:
+    """Return the order of pass `epoch` of `total` samples shuffled from `seed` (on the CPU).
+
+    `Data` and the distributed samplers draw from it, so every rank draws the same order.
+
+    Example:
+        >>> bool((permutation(5, seed=0, epoch=1) == permutation(5, seed=0, epoch=1)).all())
+        True
+    """
+    # Mixed, so that no (seed, epoch) pair shares its order with a neighbouring seed's.
+    generator = torch.Generator().manual_seed((seed * _MIX + epoch) % 2**63)
+    return torch.randperm(total, generator=generator)
+
+
 class Data:
     """Batches of in-memory tensors: one slice (or one gather when shuffled) per tensor.
 
@@ -147,9 +161,7 @@ class Data:
         """Return the permutation of this pass, or `None` when not shuffling."""
         if not self.shuffle:
             return None
-        # Mixed, so that no (seed, epoch) pair shares its order with a neighbouring seed's.
-        generator = torch.Generator().manual_seed((self.seed * _MIX + self.epoch) % 2**63)
-        return torch.randperm(self.num_samples, generator=generator).to(self.device)
+        return permutation(self.num_samples, self.seed, self.epoch).to(self.device)
 
     def __iter__(self) -> Iterator[Any]:
         """Yield the batches of one pass; a complete pass advances `epoch` by one."""

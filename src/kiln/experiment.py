@@ -33,6 +33,7 @@ from kiln.callbacks.plot_logs import PlotLogs
 from kiln.checkpoint.files import atomic_write
 from kiln.checkpoint.run import LAST, load_model_state
 from kiln.checkpoint.weights import load_weights
+from kiln.distributed.context import is_main_process
 
 if TYPE_CHECKING:
     from kiln.callbacks.base import Callback
@@ -102,7 +103,8 @@ class BestWeights(Checkpoint):
         """Choose the training counterpart of a `val_` value when `fit` has no validation."""
         validates = trainer.state.val_data is not None
         self.monitor = self.preferred if validates else self.preferred.removeprefix("val_")
-        if trainer.state.epoch == 0 and not trainer.state.resumed and trainer.dir is not None:
+        fresh = trainer.state.epoch == 0 and not trainer.state.resumed
+        if fresh and trainer.dir is not None and is_main_process():
             # A new run replaces the directory's run: its best files must not pass for ours.
             for stale in (trainer.dir / "best").glob("epoch_*.ckpt"):
                 stale.unlink()
@@ -200,7 +202,8 @@ def test_checkpoint(
     writer = csv.writer(text, delimiter="\t", lineterminator="\n")
     writer.writerows([list(row), [_cell(value) for value in row.values()]])
     encoded = text.getvalue().encode()
-    atomic_write(directory / f"{name}_log.tsv", lambda file: file.write(encoded))
+    if is_main_process():  # under torchrun rank 0 writes the files
+        atomic_write(directory / f"{name}_log.tsv", lambda file: file.write(encoded))
     return evaluation
 
 

@@ -26,7 +26,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 RECIPE_FORMAT = 1
 
 
-def export_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+def export_weights(
+    model: nn.Module, path: str | os.PathLike[str], weights: dict[str, Any] | None = None
+) -> Path:
     """Write `model`'s weights alone, in the format the suffix names, atomically.
 
     `.safetensors` writes a safetensors file (`pip install safetensors`) whose metadata holds
@@ -37,6 +39,8 @@ def export_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     Args:
         model: The network.
         path: The file to write (missing directories are created).
+        weights: The weights to write instead of `model.state_dict()`: the gathered whole
+            state of a model sharded over several processes.
 
     Returns:
         The path written.
@@ -63,7 +67,8 @@ def export_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     # On the CPU, so that the file loads on a machine without the accelerator.
-    weights = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    if weights is None:  # given when the model is sharded: its gathered whole state
+        weights = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     if suffix == ".safetensors":
         return _write_safetensors(weights, recipe_of(model), path)
     return atomic_save(weights, path)

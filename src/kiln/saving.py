@@ -63,12 +63,18 @@ def _kiln_version() -> str:
     return __version__
 
 
-def save_trainer(trainer: Trainer, path: str | os.PathLike[str]) -> Path:
+def save_trainer(
+    trainer: Trainer,
+    path: str | os.PathLike[str],
+    full_state: tuple[dict[str, Any], dict[str, Any] | None] | None = None,
+) -> Path:
     """Write `trainer` to one self-contained file, atomically; `kiln.load` reads it back.
 
     Args:
         trainer: The trainer to save.
         path: The file to write (missing directories are created).
+        full_state: The model's and optimizer's whole states, when the model is sharded over
+            several processes (gathered by `kiln.distributed.fsdp.full_state`).
 
     Returns:
         The path written.
@@ -88,7 +94,7 @@ def save_trainer(trainer: Trainer, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     loss = trainer.loss
     flags = metric_flags(loss)
-    contents = {
+    contents: dict[str, Any] = {
         "kiln": SAVED_TRAINER,
         "format": SAVE_FORMAT,
         "kiln_version": _kiln_version(),
@@ -99,6 +105,8 @@ def save_trainer(trainer: Trainer, path: str | os.PathLike[str]) -> Path:
         "metrics": describe_metrics(trainer.metrics, **flags),
         "trainer": run.trainer_state(trainer),
     }
+    if full_state is not None:
+        contents["trainer"].update(model=full_state[0], optimizer=full_state[1])
     return atomic_save(contents, path)
 
 

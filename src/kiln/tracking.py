@@ -8,7 +8,7 @@ history of epochs (`history.py`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -43,13 +43,18 @@ class _Series:
         parts = self.chunks + ([torch.stack(self.values)] if self.values else [])
         return torch.cat(parts)
 
-    def mean(self) -> Tensor:
-        """The mean weighted by batch size (one value, or one per item of 1-D values)."""
+    def weighted(self) -> tuple[Tensor, Tensor]:
+        """Each value times its batch size, one row per step, and the sizes (as a column)."""
         values = self.stacked()
         dtype = torch.float32 if values.device.type == "mps" else torch.float64
         sizes = torch.tensor(self.sizes, dtype=dtype, device=values.device)
         sizes = sizes.reshape(-1, *([1] * (values.dim() - 1)))
-        return (values.to(dtype) * sizes).sum(0) / sizes.sum()
+        return values.to(dtype) * sizes, sizes
+
+    def mean(self) -> Tensor:
+        """The mean weighted by batch size (one value, or one per item of 1-D values)."""
+        weighted, sizes = self.weighted()
+        return weighted.sum(0) / sizes.sum()
 
     def state_dict(self) -> dict[str, Any]:
         """The values so far, on the CPU, and their batch sizes."""
@@ -61,6 +66,26 @@ class _Series:
         # mean, is the same tensor as in the run that saved them.
         self.chunks, self.values = [state["values"].to(device)], []
         self.sizes = [int(size) for size in state["sizes"]]
+
+
+def _width(series: _Series) -> int:
+    values = series.values[-1] if series.values else series.chunks[-1][-1]
+    return max(values.numel(), 1)
+
+
+def _scalar(series: _Series | None) -> bool:
+    if series is None or not series.sizes:
+        return True  # this process saw none; the others' width decides: one value is 0-dim
+    values = series.values[-1] if series.values else series.chunks[-1][-1]
+    return values.dim() == 0
+
+
+class Collectives(Protocol):
+    """The collectives `PassTracker.sync` uses (`kiln.distributed.collectives` has them)."""
+
+    def all_reduce(self, tensor: Tensor) -> Tensor: ...  # noqa: D102
+    def all_gather(self, tensor: Tensor) -> Tensor: ...  # noqa: D102
+    def all_gather_objects(self, value: Any) -> list[Any]: ...  # noqa: D102
 
 
 class PassTracker:
@@ -89,6 +114,9 @@ class PassTracker:
         self._loss = _Series()
         self._samples = 0
         self.tensors: dict[str, Tensor] = {}
+        # Set by `sync`: the means over every process, which `compute` then reports.
+        self._synced: dict[str, Tensor] | None = None
+        self._synced_batch_losses: list[float] | None = None
         for metric in self.metrics:
             metric.reset()
 
@@ -151,8 +179,62 @@ class PassTracker:
             metric.load_state_dict(saved)
 
     def batch_losses(self) -> list[float]:
-        """The loss of every step of the pass, in order."""
+        """The loss of every step of the pass, in order (after `sync`: over every process)."""
+        if self._synced_batch_losses is not None:
+            return self._synced_batch_losses
         return self._loss.stacked().tolist() if self._loss.sizes else []
+
+    def sync(self, collectives: Collectives, device: torch.device) -> None:
+        """Replace this process's sums by those of every process, before `compute`.
+
+        Every process calls it at the end of the same pass. The losses and logged values are
+        summed with their batch sizes (so `compute` gives the sample-weighted means over all
+        the data), each metric's `sync` combines its state, and when every process took as
+        many steps, the per-step losses become the sample-weighted means of each step.
+
+        Args:
+            collectives: `all_reduce`, `all_gather` (see `kiln.metrics.sync`) and
+                `all_gather_objects` (`kiln.distributed.collectives`).
+            device: The device of the reductions (this process's training device).
+        """
+        everything = {"loss": self._loss, **self._series}
+        local = {key: _width(series) for key, series in everything.items() if series.sizes}
+        shapes = collectives.all_gather_objects((local, self.steps, self._samples))
+        widths: dict[str, int] = {}
+        for seen, _, _ in shapes:
+            widths.update(seen)
+        self._samples = sum(samples for _, _, samples in shapes)
+        step_counts = {steps for _, steps, _ in shapes}
+        per_step = len(step_counts) == 1 and self.steps > 0
+        parts: list[Tensor] = []
+        for key in sorted(widths):
+            series = everything.get(key)
+            part = torch.zeros(widths[key] + 1, dtype=torch.float64, device=device)
+            if series is not None and series.sizes:
+                weighted, sizes = series.weighted()
+                part[:-1] = weighted.sum(0).reshape(-1)
+                part[-1] = sizes.sum()
+            parts.append(part)
+        if per_step:
+            weighted, sizes = self._loss.weighted()
+            parts += [weighted.reshape(-1).to(device), sizes.reshape(-1).to(device)]
+        summed = collectives.all_reduce(torch.cat(parts)) if parts else torch.zeros(0)
+        self._synced, start = {}, 0
+        for key in sorted(widths):
+            width = widths[key]
+            block = summed[start : start + width + 1]
+            start += width + 1
+            mean = block[:-1] / block[-1]
+            scalar = width == 1 and _scalar(everything.get(key))
+            self._synced[key] = mean.reshape(()) if scalar else mean
+        if per_step:
+            steps = self.steps
+            losses = summed[start : start + steps] / summed[start + steps : start + 2 * steps]
+            self._synced_batch_losses = losses.tolist()
+        for metric in self.metrics:
+            sync = getattr(metric, "sync", None)
+            if callable(sync):
+                sync(collectives.all_reduce, collectives.all_gather)
 
     def compute(self) -> dict[str, float]:
         """Return the pass's values: `loss`, each logged value and each metric.
@@ -161,10 +243,17 @@ class PassTracker:
         are kept, on the CPU, in `tensors` (`{name: tensor}`) until the next `compute`.
         """
         values: dict[str, Tensor] = {}
-        if self._loss.sizes:
+        synced = self._synced
+        if synced is not None and "loss" in synced:
+            values["loss"] = synced["loss"]
+        elif synced is None and self._loss.sizes:
             values["loss"] = self._loss.mean()
-        for key, series in self._series.items():
-            mean = series.mean()
+        means = (
+            {key: series.mean() for key, series in self._series.items()}
+            if synced is None
+            else {key: mean for key, mean in synced.items() if key != "loss"}
+        )
+        for key, mean in means.items():
             if mean.dim() == 0:
                 values[key] = mean
             else:  # a 1-D score: its first item is "the" score, the others are auxiliary

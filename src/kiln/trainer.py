@@ -36,10 +36,11 @@ from kiln.callbacks.progress import ProgressBar
 from kiln.checkpoint import run as checkpoints
 from kiln.checkpoint.position import PassPosition
 from kiln.components import metric_flags
-from kiln.devices import resolve_device
 from kiln.diagnostics import check_can_train, run_first_step
+from kiln.distributed.context import setup
+from kiln.distributed.replicas import Replicas
 from kiln.events import Event
-from kiln.history import Evaluation, History
+from kiln.history import History
 from kiln.interrupts import stop_on_signals
 from kiln.loop_options import FitOptions, StepOptions, spent_budget
 from kiln.losses import LossFunction, resolve_loss
@@ -53,13 +54,14 @@ from kiln.sources import as_batches, hold_out, num_batches
 from kiln.state import TrainState
 from kiln.step import StepMethods, StepOutput, find_model_steps, to_step_output
 from kiln.tracking import PassTracker
+from kiln.trainer_evaluate import Evaluating
 from kiln.trainer_files import TrainerFiles
 from kiln.trainer_tools import TrainerTools
 
 TRAIN, VALIDATION = "train", "validation"
 
 
-class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
+class Trainer(StepMethods, Evaluating, Predicting, TrainerFiles, TrainerTools):
     """Train, evaluate and run a PyTorch model.
 
     Three ways in, one loop: wrap a plain network with a loss and metrics (Keras, Poutyne);
@@ -98,6 +100,8 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
         nonfinite: A NaN or infinite training loss: `"raise"` stops with `FloatingPointError`
             before the optimizer step; `"skip"` leaves the batch out (`skipped_batches`).
         compile: Compile the model's forward with `torch.compile` (eager if that fails).
+        strategy: Under `torchrun` (`WORLD_SIZE` > 1): `"ddp"`, or `"fsdp"` to shard the
+            parameters over the ranks (see `kiln.distributed`).
 
     Example:
         >>> import torch, kiln
@@ -131,14 +135,16 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
         clip_value: float | None = None,
         nonfinite: str = "raise",
         compile: bool = False,
+        strategy: str = "ddp",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module; received {type(model).__name__}.")
         options = StepOptions(precision, accumulate, clip_norm, clip_value, nonfinite, compile)
         loss, metrics, self.monitor = experiment.resolve_task(task, loss, metrics, monitor)
-        self.device = resolve_device(device)
+        self.distributed = setup(device)  # under torchrun: joins the group; else one process
+        self.device, self._replicas = self.distributed.device, Replicas(self.distributed, strategy)
         self.dir = None if dir is None else Path(dir)
-        self.model = model.to(self.device)
+        self.model = self._replicas.place(model.to(self.device), optimizer)  # fsdp: sharded
         if compile:
             compile_model(self.model)
         self.loss: LossFunction | None = resolve_loss(loss)
@@ -170,9 +176,10 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
     @callbacks.setter
     def callbacks(self, callbacks: Iterable[Any]) -> None:
         self._callbacks = CallbackList(callbacks)
+        self._dispatch = CallbackList(self._replicas.active(self._callbacks))  # this rank's
 
     def _emit(self, event: Event) -> None:
-        self._callbacks(event, self)
+        self._dispatch(event, self)
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Stop after the current optimizer step (and log its epoch), for good, for `reason`."""
@@ -236,21 +243,25 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
         options.check_validation_data(val is not None)
         if isinstance(val, (int, float)) and not isinstance(val, bool):
             train, val = hold_out(train, val)
-        train_batches = repeated(as_batches(train, "train", batch_size, True), repeat_train)
+        train_batches = as_batches(train, "train", batch_size, True)
         val_batches = None if val is None else as_batches(val, "val", batch_size, False)
-        val_batches = None if val_batches is None else repeated(val_batches, repeat_val)
         state = self.state
         state.reset_stop()  # of a previous fit
         if self.dir is not None:
             checkpoints.prepare_directory(self.dir)  # fails before training if it cannot be written
         state.resumed = resume and checkpoints.resume_run(self, self.dir)
+        self._replicas.prepare(self.model)  # several processes: DDP, each rank its data
+        train_batches = repeated(self._replicas.shard(train_batches, train=True), repeat_train)
+        val_batches = self._replicas.shard(val_batches, train=False)
+        val_batches = None if val_batches is None else repeated(val_batches, repeat_val)
         options.set_limits(state, resume)  # max_epochs, max_steps, max_samples
         state.num_batches = num_batches(train_batches)
         self._unchecked = {TRAIN, VALIDATION}
         state.val_data = val_batches
         self._emit(Event.FIT_START)
         try:
-            with stop_on_signals(self):
+            # Under torchrun, signals are torchrun's: it stops every rank, `resume` goes on.
+            with contextlib.nullcontext() if self._replicas.enabled else stop_on_signals(self):
                 if pre_val and val_batches is not None and not state.resumed:
                     state.logs = {"epoch": state.epoch}
                     self._validate(val_batches)
@@ -266,6 +277,7 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
                     if epoch_hook is not None:
                         epoch_hook(self)
                     self._emit(Event.EPOCH_END)
+                    self._replicas.agree_stop(self)  # a stop on any rank stops every rank
                     if self.dir is not None and not paused:  # after the callbacks: saves them too
                         checkpoints.save_last(self, self.dir)
         except BaseException as error:
@@ -286,7 +298,8 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
         return self.state.should_stop
 
     def _train_epoch(self, batches: Iterable[Any]) -> None:
-        state, callbacks, steps = self.state, self._callbacks, self._steps
+        state, callbacks, steps = self.state, self._dispatch, self._steps
+        world = self.distributed.world_size  # counters count the samples of every rank
         tracker = self._begin_pass(TRAIN, batches)
         self.model.train()
         start_epoch(batches, state.epoch)
@@ -312,18 +325,20 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
             group_end = steps.ends_group(batch_idx)
             if group_end and steps.step(before_step):  # unscale, BEFORE_OPTIMIZER_STEP, clip
                 state.step += 1
-            state.samples += output.size
+            state.samples += output.size * world
             state.output = output
             tracker.update(output)
             if batch_end:
                 callbacks(Event.TRAIN_BATCH_END, self)
-            if group_end and (state.should_stop or (budget and self._should_stop())):
+            stopping = group_end and (state.should_stop or budget)
+            if stopping and self._replicas.stops_now(self, budget):
                 break
         else:
             state.step += steps.finish_pass(before_step)  # a short last group of unsized data
         if state.interrupt is not None and self.dir is not None:
             checkpoints.save_last(self, self.dir)  # unfinished: `resume=True` goes on from here
         state.epoch += 1
+        self._replicas.sync(tracker)  # several processes: the sums of every rank
         values = tracker.compute()
         state.logs = {"epoch": state.epoch, **values, **steps.end_pass(values, state)}
         state.logs["lr"] = float(self.optimizer.param_groups[0]["lr"])  # type: ignore[union-attr]
@@ -341,7 +356,7 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
         self._emit(Event.VALIDATION_END)
 
     def _evaluate_pass(self, batches: Iterable[Any], emit: bool) -> dict[str, float]:
-        state, callbacks = self.state, self._callbacks
+        state, callbacks = self.state, self._dispatch
         tracker = self._begin_pass(VALIDATION, batches)
         batch_end = emit and callbacks.uses(Event.VALIDATION_BATCH_END)
         self.model.eval()
@@ -354,6 +369,7 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
                 tracker.update(output)
                 if batch_end:
                     callbacks(Event.VALIDATION_BATCH_END, self)
+        self._replicas.sync(tracker)
         if tracker.samples == 0:
             raise ValueError("The evaluation data yielded no batches; there is nothing to measure.")
         return tracker.compute()
@@ -369,29 +385,13 @@ class Trainer(StepMethods, Predicting, TrainerFiles, TrainerTools):
 
     def _run_step(self, stage: str, batch: Any, batch_idx: int) -> StepOutput:
         """Run the stage's step method; on the first batch, explain what goes wrong."""
-        method = self.training_step if stage == TRAIN else self.validation_step
-        name = "training_step" if stage == TRAIN else "validation_step"
+        train = stage == TRAIN
+        method = self._replicas.training_step(self.training_step) if train else self.validation_step
+        name = "training_step" if train else "validation_step"
         if stage not in self._unchecked:
             return to_step_output(method(batch, batch_idx), batch, name)
         self._unchecked.discard(stage)
         return run_first_step(self, method, name, batch, batch_idx)
-
-    def evaluate(self, data: Any, *, batch_size: int | None = None) -> Evaluation:
-        """Measure the loss and metrics on `data`, with the model in eval mode.
-
-        Args:
-            data: A `kiln.Data`, a `DataLoader`, a `Dataset`, or a tuple `(X, Y)`.
-            batch_size: Samples per batch for tensors, arrays and Datasets (default 32).
-
-        Returns:
-            The values, by name without prefix: `evaluation.loss`, `evaluation.accuracy`.
-        """
-        batches = as_batches(data, "data", batch_size, shuffle=False)
-        self._unchecked.add(VALIDATION)
-        return Evaluation(self._evaluate_pass(batches, emit=False))
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return self._steps.autocast
 
     def __repr__(self) -> str:
         return f"Trainer({type(self.model).__name__}, loss={self.loss}, device={self.device})"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln import experiment, saving
 from kiln.checkpoint import run as checkpoints
+from kiln.distributed import is_main_process
 
 if TYPE_CHECKING:
     from torch import nn
@@ -85,7 +86,11 @@ class TrainerFiles:
             >>> len(again.history), type(again.model).__name__
             (2, 'MLP')
         """
-        return saving.save_trainer(self._trainer(), path)
+        trainer = self._trainer()
+        full_state = self._gather_sharded()
+        if not is_main_process():  # under torchrun, rank 0 writes
+            return Path(path)
+        return saving.save_trainer(trainer, path, full_state)
 
     def export(self, path: str | os.PathLike[str]) -> Path:
         """Write the model's weights alone: `.safetensors`, or a plain `state_dict` (`.pt`).
@@ -100,4 +105,17 @@ class TrainerFiles:
             >>> trainer.export(tempfile.mkdtemp() + "/weights.safetensors").suffix
             '.safetensors'
         """
-        return saving.export_weights(self.model, path)
+        full_state = self._gather_sharded()
+        if not is_main_process():
+            return Path(path)
+        weights = None if full_state is None else full_state[0]
+        return saving.export_weights(self.model, path, weights)
+
+    def _gather_sharded(self) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """The whole model and optimizer states of a sharded model (every rank must call)."""
+        trainer = self._trainer()
+        if not (trainer.distributed.enabled and trainer._replicas.strategy == "fsdp"):
+            return None
+        from kiln.distributed.fsdp import full_state  # noqa: PLC0415  # a slow import
+
+        return full_state(self.model, trainer.optimizer)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -24,6 +24,9 @@ class Callback:
         ...     def on_epoch_end(self, trainer):
         ...         print(trainer.state.epoch, round(trainer.state.logs["loss"], 3))
     """
+
+    #: Under `torchrun`, True runs the callback on rank 0 only (it prints or writes files).
+    main_process_only: ClassVar[bool] = False
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """Called once when `fit` starts, before the first epoch."""

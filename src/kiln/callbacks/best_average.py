@@ -20,6 +20,7 @@ from kiln.callbacks.base import Callback
 from kiln.callbacks.monitor import resolve_mode
 from kiln.checkpoint.files import atomic_save
 from kiln.checkpoint.weights import weights_record
+from kiln.distributed.context import is_main_process
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -196,7 +197,7 @@ class BestAverage(Callback):
         torch._foreach_div_(total, float(len(entries)))
         torch._foreach_copy_([p for _, p in trainer.model.named_parameters()], total)
         self.averaged_epochs = [entry["epoch"] for entry in entries]
-        if self.name is not None:
+        if self.name is not None and is_main_process():  # under torchrun rank 0 writes
             path = Path(f"{self.name}_avg.pt")
             if trainer.dir is not None:
                 path = trainer.dir / path

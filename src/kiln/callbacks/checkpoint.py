@@ -19,6 +19,7 @@ from kiln.callbacks.monitor import improved, initial_best, resolve_mode
 from kiln.checkpoint.files import atomic_save
 from kiln.checkpoint.run import load_model_state
 from kiln.checkpoint.weights import load_weights, weights_record
+from kiln.distributed.context import is_main_process
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -185,7 +186,8 @@ class Checkpoint(Callback):
             f"saving file to {path}"
         )
         if self.keep_only_last_best and previous_path is not None and previous_path != path:
-            previous_path.unlink(missing_ok=True)
+            if is_main_process():  # under torchrun rank 0 writes the files
+                previous_path.unlink(missing_ok=True)
             self.saved = [saved for saved in self.saved if saved != previous_path]
 
     def on_fit_end(self, trainer: Trainer) -> None:
@@ -232,9 +234,11 @@ class Checkpoint(Callback):
 
     def _write(self, trainer: Trainer, path: Path | None = None) -> Path:
         path = self._path(trainer) if path is None else path
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Recorded before writing, so that a trainer file holds this callback's final state.
         self.saved = [*(saved for saved in self.saved if saved != path), path]
+        if not is_main_process():
+            return path  # under torchrun rank 0 writes the file; the trainer waits for it
+        path.parent.mkdir(parents=True, exist_ok=True)
         if self.what == "trainer":
             content = trainer.state_dict()
         else:
@@ -243,7 +247,7 @@ class Checkpoint(Callback):
         return path
 
     def _say(self, line: str) -> None:
-        if self.verbose:
+        if self.verbose and is_main_process():
             print(line)
 
     def state_dict(self) -> dict[str, Any]:

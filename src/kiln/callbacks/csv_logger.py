@@ -83,6 +83,9 @@ class CSVLogger(Callback):
         >>> folder.cleanup()
     """
 
+    #: Under torchrun, runs on rank 0 only: it only writes a file.
+    main_process_only = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],

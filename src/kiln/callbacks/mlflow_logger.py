@@ -90,6 +90,9 @@ class MLflowLogger(Callback):
         'digits'
     """
 
+    #: Under torchrun, runs on rank 0 only: it only logs to MLflow.
+    main_process_only = True
+
     def __init__(
         self,
         experiment: str = "kiln",

@@ -224,6 +224,9 @@ class PlotLogs(Callback):
         ('png', 'pdf')
     """
 
+    #: Under torchrun, runs on rank 0 only: it only writes files.
+    main_process_only = True
+
     def __init__(
         self,
         directory: str | os.PathLike[str] = "plots",

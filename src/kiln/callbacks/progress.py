@@ -121,6 +121,9 @@ class ProgressBar(Callback):
         >>> progress = kiln.callbacks.ProgressBar(bar=False)  # summary lines only
     """
 
+    #: Under torchrun, runs on rank 0 only: it only prints.
+    main_process_only = True
+
     def __init__(
         self, bar: bool | None = None, refresh_seconds: float = 0.25, file: TextIO | None = None
     ) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from kiln.callbacks.base import Callback
 from kiln.checkpoint import run as checkpoints
+from kiln.distributed.context import world_size
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -72,6 +73,11 @@ class StepCheckpoint(Callback):
             raise ValueError(
                 "StepCheckpoint saves to the trainer's experiment directory, but this trainer "
                 "has none: create it with `Trainer(..., dir='runs/name')`."
+            )
+        if self.every_seconds is not None and world_size() > 1:
+            raise ValueError(
+                "StepCheckpoint(every_seconds=...) cannot run under torchrun: every rank must "
+                "save at the same step, and their clocks differ. Use `every_n_steps`."
             )
         if self.every_seconds is not None:
             self._next_save_time = time.monotonic() + self.every_seconds

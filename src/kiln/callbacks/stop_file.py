@@ -54,6 +54,10 @@ class StopFile(Callback):
         True
     """
 
+    #: Under torchrun, runs on rank 0 only (it reads and deletes a file); the stop it asks for
+    #: reaches every rank at the end of the epoch.
+    main_process_only = True
+
     def __init__(self, name: str | None = None, path: str | os.PathLike[str] | None = None) -> None:
         if name is not None and path is not None:
             raise ValueError(

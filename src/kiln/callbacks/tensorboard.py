@@ -140,6 +140,9 @@ class TensorBoard(Callback):
         >>> folder.cleanup()
     """
 
+    #: Under torchrun, runs on rank 0 only: it only writes files.
+    main_process_only = True
+
     def __init__(
         self,
         log_dir: str | os.PathLike[str] = "tensorboard",

@@ -47,6 +47,9 @@ class TextLog(Callback):
         >>> folder.cleanup()
     """
 
+    #: Under torchrun, runs on rank 0 only: it only writes a file.
+    main_process_only = True
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = check_path_argument("TextLog", path)
         self._log = AppendOnlyLog("TextLog", self.path)

@@ -81,6 +81,9 @@ class TrainingPlot(Callback):
         ([2], True)
     """
 
+    #: Under torchrun, runs on rank 0 only: it only draws and writes files.
+    main_process_only = True
+
     def __init__(
         self,
         period: int = 1,

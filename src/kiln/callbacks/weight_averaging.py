@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from kiln.callbacks.base import Callback
 from kiln.checkpoint.files import atomic_save
 from kiln.checkpoint.weights import weights_record
+from kiln.distributed.context import is_main_process
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -176,7 +177,7 @@ class WeightAverage(Callback):
         if trainer.state.error is not None or self._count == 0:
             return
         self._finish(trainer)
-        if self.save is not None:
+        if self.save is not None and is_main_process():  # under torchrun rank 0 writes
             path = Path(self.save).expanduser()
             if not path.is_absolute() and trainer.dir is not None:
                 path = trainer.dir / path

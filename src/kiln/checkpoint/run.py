@@ -4,6 +4,11 @@ What lives here: what a trainer's state is made of (model, optimizer, counters, 
 states, every random generator), where it is kept in an experiment directory, and loading it
 back with clear errors. What does not: file safety (`files.py`), or the decision of when to save,
 which the trainer's loop makes.
+
+Under `torchrun`, `save_last` is called by every rank at the same point: each rank's random
+generators (and, inside an epoch, its position and sums) are gathered to rank 0, which alone
+writes the file; then every rank waits for the write to end, so none reads it half-written. On
+resume every rank reads the same file and takes back its own generators.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from torch import nn
 
 from kiln.checkpoint.files import CheckpointError, atomic_save, safe_load
 from kiln.checkpoint.rng import get_rng_state, set_rng_state
+from kiln.distributed.collectives import gather_objects
+from kiln.distributed.context import barrier, is_main_process
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -34,6 +41,8 @@ def prepare_directory(directory: Path) -> None:
     Raises:
         CheckpointError: If the directory cannot be created or written.
     """
+    if not is_main_process():
+        return  # rank 0 writes the files
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / f".write-test-{os.getpid()}"
@@ -65,6 +74,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         ],
         "rng": get_rng_state(),
         "data_seed": trainer._position.data_seed,
+        "loader_seed": trainer._replicas.loader_seed,  # several processes: their loaders' order
         # The fp16 gradient scaler, and the gradients of an unfinished accumulation group.
         "optimizer_step": trainer._steps.state_dict(optimizer),
         # Saved in the middle of an epoch: how far its training pass got.
@@ -72,6 +82,14 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         if in_training_pass
         else None,
     }
+
+
+def _rank_state(trainer: Trainer) -> dict[str, Any]:
+    """What differs between ranks: the generators and, inside an epoch, the pass's position."""
+    in_training_pass = trainer.state.stage == "train"
+    tracker = trainer._trackers["train"]
+    position = trainer._position.state_dict(tracker) if in_training_pass else None
+    return {"rng": get_rng_state(), "position": position}
 
 
 def _callback_state(callback: Any) -> dict[str, Any]:
@@ -136,24 +154,70 @@ def restore_trainer(trainer: Trainer, checkpoint: dict[str, Any], source: str) -
     trainer.state.load_state_dict(checkpoint["state"])
     trainer.state.stop_reason = checkpoint["state"].get("stop_reason")
     trainer.history.load_state_dict(checkpoint["history"])
-    set_rng_state(checkpoint["rng"])
+    rng, position = _own_part(trainer, checkpoint, source)
+    set_rng_state(rng)
     trainer._position.restored_data_seed = checkpoint.get("data_seed")
-    position = checkpoint.get("position")
-    trainer._position.pending = None if position is None else {**position, "rng": checkpoint["rng"]}
+    trainer._replicas.loader_seed = checkpoint.get("loader_seed")
+    trainer._position.pending = None if position is None else {**position, "rng": rng}
+
+
+def _own_part(
+    trainer: Trainer, checkpoint: dict[str, Any], source: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """This rank's generators and pass position: its own when saved by as many ranks.
+
+    Raises:
+        ValueError: If a checkpoint from inside an epoch was saved by another number of ranks.
+    """
+    ranks = checkpoint.get("ranks")
+    saved, world = (1 if ranks is None else len(ranks)), trainer.distributed.world_size
+    if saved != world and checkpoint.get("position") is not None:
+        raise ValueError(
+            f"{source} was saved inside an epoch by {saved} process(es), and this run has "
+            f"{world}: the position in the data cannot carry over. Resume with {saved} "
+            "process(es), or from a checkpoint saved at the end of an epoch."
+        )
+    if ranks is None or saved != world:
+        return checkpoint["rng"], checkpoint.get("position")
+    own = ranks[trainer.distributed.rank]
+    return own["rng"], own["position"]
 
 
 def save_last(trainer: Trainer, directory: Path) -> Path:
-    """Write the trainer's state to `directory/last.ckpt`, atomically."""
-    return atomic_save(trainer_state(trainer), directory / LAST)
+    """Write the trainer's state to `directory/last.ckpt`, atomically.
+
+    Under `torchrun` every rank calls it at the same point; rank 0 writes the states of all.
+    """
+    path = directory / LAST
+    if _sharded(trainer):  # every rank writes its shard through torch.distributed.checkpoint
+        from kiln.distributed.dcp import save_trainer_sharded  # noqa: PLC0415  # slow import
+
+        return save_trainer_sharded(trainer, directory)
+    if not trainer.distributed.enabled:
+        return atomic_save(trainer_state(trainer), path)
+    ranks = gather_objects(_rank_state(trainer))
+    if is_main_process():
+        atomic_save({**trainer_state(trainer), "ranks": ranks}, path)
+    barrier()  # no rank goes on (and may read the file) before it is complete
+    return path
 
 
 def load_last(trainer: Trainer, directory: Path) -> bool:
     """Restore the trainer from `directory/last.ckpt`; return whether there was one."""
+    if _sharded(trainer):
+        from kiln.distributed.dcp import load_trainer_sharded  # noqa: PLC0415  # slow import
+
+        return load_trainer_sharded(trainer, directory)
     path = directory / LAST
     if not path.is_file():
         return False
     restore_trainer(trainer, safe_load(path), str(path))
     return True
+
+
+def _sharded(trainer: Trainer) -> bool:
+    """Whether the trainer's model is sharded over the ranks (`strategy="fsdp"`)."""
+    return trainer.distributed.enabled and trainer._replicas.strategy == "fsdp"
 
 
 def resume_run(trainer: Trainer, directory: Path | None) -> bool:

@@ -1,0 +1,193 @@
+"""What the trainer does differently when several processes train together, in one object.
+
+`Replicas` is the trainer's only door to `torch.distributed`. In one process every method
+returns its input or does nothing, so the loop reads the same either way. Under `torchrun`:
+
+- the training step runs inside `DistributedDataParallel`'s forward (`StepForward`), so DDP
+  sees the whole step whoever computes it: the default supervised step, a model's own
+  `training_step` (which calls `self(x)`, bypassing a plain DDP wrapper: the well-known trap),
+  or a `Trainer` subclass's step. Validation, evaluation and prediction use the model itself;
+- the data is sharded per rank (`sharding.py`), with the shuffling seed agreed from rank 0;
+- each pass's losses, logged values and metrics are summed over the ranks before they are
+  computed, so every rank logs the same values, those of one process over all the data;
+- a stop asked for on any rank (early stopping, a stop file, a callback) takes effect on every
+  rank at the end of the same epoch; inside an epoch only the step and sample budgets stop the
+  loop, as their counters are the same on every rank (no per-step exchange);
+- callbacks marked `main_process_only` (progress, logs, plots, loggers, the stop file) run on
+  rank 0 only.
+
+What lives here: `Replicas` and `StepForward`. What does not: the process group
+(`context.py`), the shards (`sharding.py`), and checkpoints (`kiln.checkpoint.run`, which asks
+for each rank's random state and writes from rank 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from kiln.distributed import collectives
+from kiln.distributed.context import DistributedContext
+from kiln.distributed.sharding import shard
+from kiln.loop_options import spent_budget
+
+if TYPE_CHECKING:
+    from kiln.tracking import PassTracker
+    from kiln.trainer import Trainer
+
+#: The ways the model can be spread over the ranks.
+STRATEGIES = ("ddp", "fsdp")
+
+
+class StepForward(nn.Module):
+    """Run a whole step as the forward of a module that holds the model, for DDP to wrap.
+
+    DDP prepares its gradient reduction in its own forward; a step that calls the model
+    directly (`self(x)` in a model's `training_step`) would bypass it. Wrapping the step
+    instead keeps DDP in charge of every parameter, however the step uses the model.
+
+    Example:
+        >>> import torch
+        >>> forward = StepForward(torch.nn.Linear(2, 1))
+        >>> forward(lambda x: x + 1, torch.zeros(1))
+        tensor([1.])
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, step: Callable[..., Any], *args: Any) -> Any:
+        """Return `step(*args)`."""
+        return step(*args)
+
+
+def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
+    """Return `DistributedDataParallel(StepForward(model))` for `context`'s device.
+
+    Call it with `ddp(step, batch, batch_idx)`: DDP then reduces the gradients of whatever
+    `step` computes with `model`. Rank 0's weights are copied to every rank here.
+
+    Example:
+        >>> import torch
+        >>> from kiln.distributed.context import setup
+        >>> context = setup("cpu")
+        >>> wrap_model(torch.nn.Linear(2, 1), context) if context.enabled else None
+    """
+    from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+
+    device = context.device
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(StepForward(model), device_ids=ids)
+
+
+class Replicas:
+    """The trainer's side of a run on several processes; in one process, pass-through.
+
+    Args:
+        context: Where this process stands (`kiln.distributed.setup()`).
+        strategy: `"ddp"`: every rank holds the whole model, gradients are averaged;
+            `"fsdp"`: the parameters are sharded over the ranks (FSDP2's `fully_shard`), and
+            checkpoints go through `torch.distributed.checkpoint` (`last.dcp/`).
+
+    Example:
+        >>> import torch
+        >>> from kiln.distributed.context import DistributedContext
+        >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
+        >>> step = lambda batch, index: batch
+        >>> replicas.training_step(step) is step, replicas.shard([1, 2], train=True)
+        (True, [1, 2])
+    """
+
+    def __init__(self, context: DistributedContext, strategy: str = "ddp") -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"`strategy` must be one of {list(STRATEGIES)}; received {strategy!r}."
+            )
+        self.context, self.strategy = context, strategy
+        self.enabled = context.enabled
+        self._ddp: nn.Module | None = None
+        self._ddp_of: nn.Module | None = None
+        #: The seed of the order of shuffled DataLoaders, agreed by the ranks and checkpointed.
+        self.loader_seed: int | None = None
+
+    def active(self, callbacks: Iterable[Any]) -> list[Any]:
+        """The callbacks that run in this process.
+
+        On ranks other than 0, those marked `main_process_only` (they only print or write
+        files) are left out.
+        """
+        if self.context.is_main:
+            return list(callbacks)
+        return [cb for cb in callbacks if not getattr(cb, "main_process_only", False)]
+
+    def place(self, model: nn.Module, optimizer: Any) -> nn.Module:
+        """Shard `model` over the ranks for `strategy="fsdp"` (before its optimizer is built)."""
+        if not self.enabled or self.strategy != "fsdp":
+            return model
+        if isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(
+                "`strategy='fsdp'` replaces the model's parameters with shards, so the optimizer "
+                "must be built after it: pass its name or a callable `fn(params)`, not an "
+                f"optimizer instance ({type(optimizer).__name__})."
+            )
+        from kiln.distributed.fsdp import shard_model  # noqa: PLC0415  # about 1 s to import
+
+        shard_model(model)
+        return model
+
+    def prepare(self, model: nn.Module) -> None:
+        """Wrap `model` for training (once per model; copies rank 0's weights everywhere)."""
+        if self.enabled and self.strategy == "ddp" and self._ddp_of is not model:
+            self._ddp, self._ddp_of = wrap_model(model, self.context), model
+
+    def training_step(self, step: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
+        """Return `step` to run inside DDP's forward (in one process: `step` itself)."""
+        return step if self._ddp is None else partial(self._ddp, step)
+
+    def shard(self, batches: Any, train: bool) -> Any:
+        """Return this rank's part of `batches` (training parts are of equal size).
+
+        The shuffling seed of a `Data` and of shuffled loaders is rank 0's, so every rank
+        cuts the same order.
+        """
+        if not self.enabled or batches is None:
+            return batches
+        data = getattr(batches, "data", batches)
+        if hasattr(data, "seed") and hasattr(data, "set_epoch"):  # a kiln.Data
+            data.seed = collectives.broadcast_object(data.seed)
+        if self.loader_seed is None:  # torch's seed: reproducible, and draws no number
+            self.loader_seed = collectives.broadcast_object(torch.initial_seed())
+        rank, world = self.context.rank, self.context.world_size
+        return shard(batches, rank, world, self.loader_seed, even=train)
+
+    def sync(self, tracker: PassTracker) -> None:
+        """Sum the pass's values over the ranks (every rank calls it at the end of a pass)."""
+        if self.enabled:
+            tracker.sync(collectives, self.context.device)
+
+    def stops_now(self, trainer: Trainer, budget: bool) -> bool:
+        """Whether the training pass stops after this step.
+
+        In one process, for any stop; with several, only for a spent step or sample budget,
+        whose counters are the same on every rank (other stops wait for the epoch's end).
+        """
+        if not self.enabled:
+            return trainer.state.should_stop or (budget and trainer._should_stop())
+        return budget and spent_budget(trainer.state) is not None and trainer._should_stop()
+
+    def agree_stop(self, trainer: Trainer) -> None:
+        """At the end of an epoch: a stop asked for on any rank stops every rank, for its reason."""
+        if not self.enabled:
+            return
+        state = trainer.state
+        asked = collectives.all_gather_objects(
+            (state.should_stop, state.stop_reason, state.stop_resumable)
+        )
+        first = next((entry for entry in asked if entry[0]), None)
+        if first is not None and not state.should_stop:
+            state.should_stop, state.stop_reason, state.stop_resumable = first

@@ -1,0 +1,298 @@
+"""`TableSpec`: each column's kind and encoding, learned from training rows, kept as JSON.
+
+What lives here: turning a `Table` into the network's inputs and targets (vectorised with
+NumPy) and its outputs back into the original label space, and reading and writing the spec as
+JSON. What does not: the rules that decide each column's kind and the statistics it needs
+(`table_kinds.py`, which describes the encodings), reading files (`tables.py`), the network
+(`table_model.py`) and training (`table_train.py`).
+
+Example:
+    >>> import numpy as np
+    >>> from kiln.tables import Table
+    >>> table = Table(["x", "y"], {"x": np.array([0.5, np.nan, 2.5]),
+    ...                           "y": np.array(["no", "yes", "no"], dtype=object)}, "memory")
+    >>> spec = TableSpec.infer(table, ["y"])
+    >>> [(c["name"], c["kind"]) for c in spec.features + spec.targets]
+    [('x', 'numeric'), ('y', 'binary')]
+    >>> spec.encode_features(table)  # standardised x, then its missing indicator
+    array([[-1.,  0.],
+           [ 0.,  1.],
+           [ 1.,  0.]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kiln.table_kinds import infer_feature, infer_target, numbers_of
+from kiln.tables import Table, TableError, as_labels, as_numbers, is_missing
+
+#: The version of the JSON layout written by `TableSpec.save`.
+SPEC_FORMAT = 1
+
+
+class TableSpec:
+    """The columns of a table: kinds, statistics, vocabularies and target encodings.
+
+    Build one with `TableSpec.infer`, or read one with `TableSpec.load`. Every column is a
+    plain dict (written as is to JSON): `name` and `kind`, plus `mean`, `std` and `indicator`
+    for numeric features, `vocabulary` (slot 0, unknown, not listed), `encoding` ("onehot" or
+    "embedding") and `dim` for categorical ones, `mean` and `std` for regression targets, and
+    `labels` for classification targets.
+
+    Example:
+        >>> import numpy as np
+        >>> from kiln.tables import Table
+        >>> table = Table(["c", "y"], {"c": np.array(["a", "b", "a", None], dtype=object),
+        ...                           "y": np.array([1.5, 2.0, 4.0, 8.0])}, "memory")
+        >>> spec = TableSpec.infer(table, ["y"])
+        >>> spec.features[0]["vocabulary"], spec.targets[0]["kind"]
+        (['a', 'b'], 'regression')
+        >>> spec.encode_features(table)  # one-hot: unknown or missing, 'a', 'b'
+        array([[0., 1., 0.],
+               [0., 0., 1.],
+               [0., 1., 0.],
+               [1., 0., 0.]], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        features: list[dict[str, Any]],
+        targets: list[dict[str, Any]],
+        ignored: Sequence[str] = (),
+    ) -> None:
+        self.features = features
+        self.targets = targets
+        self.ignored = list(ignored)
+
+    @classmethod
+    def infer(
+        cls,
+        table: Table,
+        targets: Sequence[str],
+        *,
+        kinds: dict[str, str] | None = None,
+        ignore: Sequence[str] = (),
+        train_rows: np.ndarray | None = None,
+    ) -> TableSpec:
+        """Decide every column's kind from `table` and learn how to encode it.
+
+        Args:
+            table: The training table.
+            targets: The columns to predict; every other column (but `ignore`) is a feature.
+            kinds: Kinds that override the inferred ones, by column name.
+            ignore: Columns that are neither features nor targets (identifiers, say).
+            train_rows: The rows whose statistics encode the features (the training rows,
+                without the validation ones); all rows by default. Target labels come from
+                all rows, so that every class has a slot.
+
+        Raises:
+            TableError: For a missing target column (the message lists the columns), a target
+                without values or with a single value, a column mixing numbers and text, or a
+                kind that does not fit a column.
+        """
+        kinds = dict(kinds or {})
+        if not targets:
+            raise TableError("No target column: name the column(s) to predict with --target.")
+        table.require(list(targets), "Target")
+        table.require([*kinds, *ignore], "Named")
+        unused = sorted(set(targets) & set(ignore))
+        if unused:
+            raise TableError(f"Column(s) {', '.join(unused)} cannot be both target and ignored.")
+        names = [c for c in table.columns if c not in targets and c not in ignore]
+        for name in names:  # a mix of numbers and text anywhere in the column is an error
+            if kinds.get(name) != "categorical":
+                as_numbers(table, name)
+        fit = table if train_rows is None else table.rows(train_rows)
+        features = [infer_feature(fit, name, kinds.get(name)) for name in names]
+        target_specs = [infer_target(table, name, kinds.get(name)) for name in targets]
+        return cls(features, target_specs, ignore)
+
+    # ----- the network's inputs and outputs -------------------------------------------------
+
+    @property
+    def dense_width(self) -> int:
+        """Inputs that go straight to the network: numbers, indicators and one-hot slots."""
+        width = 0
+        for column in self.features:
+            if column["kind"] == "numeric":
+                width += 1 + int(column["indicator"])
+            elif column["encoding"] == "onehot":
+                width += len(column["vocabulary"]) + 1
+        return width
+
+    @property
+    def embeddings(self) -> list[list[int]]:
+        """`[slots, dim]` of each embedded column, in the order of the last inputs."""
+        return [
+            [len(c["vocabulary"]) + 1, c["dim"]]
+            for c in self.features
+            if c["kind"] == "categorical" and c["encoding"] == "embedding"
+        ]
+
+    @property
+    def output_layout(self) -> list[tuple[str, int]]:
+        """`(kind, outputs)` per target: one output for regression and binary, K for K classes."""
+        return [
+            (c["kind"], len(c["labels"]) if c["kind"] == "multiclass" else 1) for c in self.targets
+        ]
+
+    def check_columns(self, table: Table, *, with_targets: bool = False) -> None:
+        """Raise a `TableError` naming the training columns `table` lacks and those it adds.
+
+        Target and ignored columns may be present or not (unless `with_targets`).
+        """
+        expected = [c["name"] for c in self.features]
+        optional = {c["name"] for c in self.targets} | set(self.ignored)
+        missing = [name for name in expected if name not in table.values]
+        extra = [name for name in table.columns if name not in expected and name not in optional]
+        if missing or extra:
+            parts = [
+                f"missing {', '.join(map(repr, missing))}" if missing else "",
+                f"not seen in training {', '.join(map(repr, extra))}" if extra else "",
+            ]
+            raise TableError(
+                f"The columns of {table.source} do not match the training columns: "
+                f"{'; '.join(p for p in parts if p)}."
+            )
+        if with_targets:
+            table.require([c["name"] for c in self.targets], "Target")
+
+    def encode_features(self, table: Table) -> np.ndarray:
+        """Return the network's inputs for `table`: float32, dense inputs then embedding indices."""
+        self.check_columns(table)
+        dense: list[np.ndarray] = []
+        indices: list[np.ndarray] = []
+        for column in self.features:
+            name = column["name"]
+            if column["kind"] == "numeric":
+                numbers = numbers_of(table, name)
+                missing = np.isnan(numbers)
+                dense.append(np.where(missing, 0.0, (numbers - column["mean"]) / column["std"]))
+                if column["indicator"]:
+                    dense.append(missing.astype(np.float64))
+                continue
+            slots = _slots(as_labels(table, name), column["vocabulary"]) + 1  # unknown: 0
+            if column["encoding"] == "onehot":
+                dense.extend(np.equal.outer(slots, np.arange(len(column["vocabulary"]) + 1)).T)
+            else:
+                indices.append(slots.astype(np.float64))
+        inputs = dense + indices
+        if not inputs:
+            return np.zeros((len(table), 0), dtype=np.float32)
+        return np.stack(inputs, axis=1).astype(np.float32)
+
+    def encode_targets(self, table: Table) -> np.ndarray:
+        """Return the targets of `table`: float32 `(rows, targets)`, NaN where missing.
+
+        Regression values are standardised; classes are indices into `labels`.
+
+        Raises:
+            TableError: If a target column is missing, or holds a label not seen in training.
+        """
+        table.require([c["name"] for c in self.targets], "Target")
+        encoded = []
+        for column in self.targets:
+            name = column["name"]
+            if column["kind"] == "regression":
+                encoded.append((numbers_of(table, name) - column["mean"]) / column["std"])
+                continue
+            labels = as_labels(table, name)
+            slots = _slots(labels, column["labels"]).astype(np.float64)
+            present = ~is_missing(labels)
+            unknown = present & (slots < 0)
+            if unknown.any():
+                shown = ", ".join(map(repr, sorted(set(labels[unknown]))[:5]))
+                raise TableError(
+                    f"Target column {name!r} of {table.source} has labels not seen in training: "
+                    f"{shown}. The model knows: {', '.join(map(repr, column['labels']))}."
+                )
+            slots[~present] = np.nan
+            encoded.append(slots)
+        return np.stack(encoded, axis=1).astype(np.float32)
+
+    def decode(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Turn post-processed outputs into prediction columns in the original label space.
+
+        Args:
+            outputs: `(rows, outputs)` as the loss's `postproc` leaves them: standardised
+                values for regression, the probability of the second label for binary targets,
+                class probabilities for multiclass ones.
+
+        Returns:
+            Columns by name: each target's prediction (numbers or labels), and for a
+            classification target the probability of each label, `"{target}_proba_{label}"`.
+        """
+        columns: dict[str, np.ndarray] = {}
+        start = 0
+        for column, (kind, width) in zip(self.targets, self.output_layout, strict=True):
+            name, block = column["name"], outputs[:, start : start + width]
+            start += width
+            if kind == "regression":
+                columns[name] = block[:, 0].astype(np.float64) * column["std"] + column["mean"]
+                continue
+            if kind == "binary":
+                block = np.stack([1.0 - block[:, 0], block[:, 0]], axis=1)
+            labels = np.array(column["labels"], dtype=object)
+            columns[name] = labels[block.argmax(axis=1)]
+            for j, label in enumerate(column["labels"]):
+                columns[f"{name}_proba_{label}"] = block[:, j].astype(np.float64)
+        return columns
+
+    # ----- JSON -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the spec as plain data (what `save` writes)."""
+        return {
+            "format": SPEC_FORMAT,
+            "features": self.features,
+            "targets": self.targets,
+            "ignored": self.ignored,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "the spec") -> TableSpec:
+        """Return the spec `data` (from `to_dict`) describes.
+
+        Raises:
+            TableError: If `data` is not a spec of this format.
+        """
+        if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise TableError(
+                f"{source} is not a table spec of format {SPEC_FORMAT} (found {found!r}); it "
+                "was written by another kiln version or is damaged. Train the model again."
+            )
+        return cls(list(data["features"]), list(data["targets"]), list(data.get("ignored", [])))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the spec to `path` as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TableSpec:
+        """Read a spec written by `save`."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise TableError(
+                f"{path} is not valid JSON ({error}); train the model again."
+            ) from None
+        return cls.from_dict(data, str(path))
+
+
+def _slots(labels: np.ndarray, vocabulary: list[str]) -> np.ndarray:
+    """Index of each label in the sorted `vocabulary`; -1 for unknown and missing labels."""
+    known = np.array(vocabulary, dtype=str)
+    text = np.where(is_missing(labels), "", labels).astype(str)
+    if not len(known):
+        return np.full(len(labels), -1, dtype=np.int64)
+    position = np.clip(np.searchsorted(known, text), 0, len(known) - 1)
+    found = (known[position] == text) & ~is_missing(labels)
+    return np.where(found, position, -1).astype(np.int64)

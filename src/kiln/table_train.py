@@ -1,0 +1,296 @@
+"""Training on a table, and predicting and evaluating with the run directory it leaves.
+
+What lives here: `TableOptions` (what `kiln fit` lets you choose), `train_table` (split, encode,
+build, train with the preset, save), `load_run`, `predict_table` and `evaluate_table`. What does
+not: reading tables (`tables.py`), columns (`table_spec.py`), the network and loss
+(`table_model.py`), metrics (`table_metrics.py`), the command line (`cli.py`).
+
+A run directory holds everything needed to predict (it is also the trainer's `dir`):
+
+| file                     | what                                                             |
+|--------------------------|------------------------------------------------------------------|
+| `model.kiln`             | the trained trainer (`trainer.save`; `kiln.load` rebuilds it)     |
+| `table.json`             | the `TableSpec` (columns, kinds, statistics, vocabularies,       |
+|                          | target labels) and the `TableOptions` of the run                 |
+| `summary.json`           | final metrics per target on the training and validation rows     |
+| `log.tsv`, `last.ckpt`,  | the trainer's experiment files (`kiln.experiment`): the log, the |
+| `best/`, `plots/`        | state `--resume` continues, the best weights, the plots          |
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import kiln
+from kiln.callbacks import ProgressBar
+from kiln.presets import CriterionTrainer, auto_callbacks
+from kiln.presets.auto import MONITOR
+from kiln.table_metrics import target_metrics
+from kiln.table_model import build_loss, build_model
+from kiln.table_spec import TableSpec
+from kiln.tables import Table, TableError, as_labels, is_missing
+from kiln.trainer import Trainer
+
+MODEL, SPEC, SUMMARY = "model.kiln", "table.json", "summary.json"
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """How `train_table` trains: the network, the optimizer and the validation split.
+
+    Example:
+        >>> TableOptions(hidden=(32,), val=0.2).hidden
+        (32,)
+        >>> TableOptions(val=1.5)
+        Traceback (most recent call last):
+        ...
+        kiln.tables.TableError: --val must be in (0, 1): the fraction of rows held out ...
+    """
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 3e-3
+    hidden: tuple[int, ...] = (64, 64)
+    drop: float = 0.0
+    val: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    kinds: dict[str, str] = field(default_factory=dict)
+    ignore: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (name != "seed"):
+                raise TableError(
+                    f"--{name.replace('_', '-')} must be a positive integer; received {value!r}."
+                )
+        if not self.lr > 0:
+            raise TableError(f"--lr must be positive; received {self.lr!r}.")
+        if not 0 < self.val < 1:
+            raise TableError(
+                "--val must be in (0, 1): the fraction of rows held out for validation, which "
+                f"early stopping and the best weights need; received {self.val!r}."
+            )
+        if not 0 <= self.drop < 1:
+            raise TableError(f"--drop must be in [0, 1); received {self.drop!r}.")
+        if any(width <= 0 for width in self.hidden):
+            raise TableError(f"--hidden widths must be positive; received {list(self.hidden)}.")
+
+
+def split_rows(rows: int, val: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return sorted training and validation row indices: the same for the same arguments.
+
+    Example:
+        >>> train, val = split_rows(10, 0.2, seed=0)
+        >>> len(train), len(val), sorted([*train, *val]) == list(range(10))
+        (8, 2, True)
+    """
+    order = np.random.default_rng(seed).permutation(rows)
+    held = min(rows - 1, max(1, round(val * rows))) if val > 0 else 0
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def make_trainer(
+    model: torch.nn.Module, spec: TableSpec, options: TableOptions, out: Path, progress: bool
+) -> Trainer:
+    """Return the trainer `kiln fit` uses: the one place the training recipe is chosen.
+
+    The auto preset (`kiln.presets`, PytorchTrainer's recipe) on the one loop: the
+    `MixedCriterion` of the targets, RAdam inside Lookahead ("ranger"), golden-ratio decay of
+    the rate with restarts, early stopping after 15% of the epochs without a 0.5% gain of
+    `val_score`, the best weights kept (`RUN/{run}.pt`) and a stop file (`./stop_{run}`). The
+    progress bar is always there (silenced by `progress=False`), so that a run resumes with
+    the same callbacks either way.
+    """
+    criterion = build_loss(spec)
+    bar = ProgressBar() if progress else ProgressBar(bar=False, file=_Discard())  # type: ignore[arg-type]
+    callbacks = [bar, *auto_callbacks(out / out.name, criterion, verbose=False)]
+    return CriterionTrainer(
+        model, loss=criterion, optimizer="ranger", lr=options.lr, callbacks=callbacks,
+        device=options.device, dir=out, monitor=MONITOR,
+    )  # fmt: skip
+
+
+class _Discard(io.TextIOBase):
+    """A text file that forgets what is written to it: the quiet progress bar's output."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def train_table(
+    table: Table,
+    targets: list[str],
+    out: str | os.PathLike[str],
+    options: TableOptions,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a network on `table` to predict `targets`, and leave a run directory at `out`.
+
+    Rows whose targets are all missing are left out. The validation rows are a fixed
+    fraction (`options.val`) drawn with `options.seed`; the columns' statistics come from the
+    training rows only.
+
+    Args:
+        table: The data.
+        targets: The columns to predict.
+        out: The run directory.
+        options: The network and training options. With `resume`, those saved in `out` are
+            used instead, except `epochs` (the total to reach) and `device`.
+        resume: Continue the run saved in `out` (`fit(resume=True)`), or start it if none is.
+        progress: Show a progress bar.
+
+    Returns:
+        The summary written to `summary.json`: metrics per target on the training and
+        validation rows, epochs, why training stopped, and the files.
+
+    Raises:
+        TableError: For bad tables or options (the message says what to change), or when
+            `out` holds a run and `resume` is not set.
+    """
+    out = Path(out)
+    saved = out / SPEC
+    table.require(list(targets), "Target")
+    if resume and saved.exists():
+        spec, options = _saved_run(saved, targets, options)
+    elif (out / "last.ckpt").exists() or saved.exists():
+        raise TableError(
+            f"{out} already holds a run. Continue it with --resume, or choose another --out "
+            "(or delete the directory)."
+        )
+    kept_rows = np.flatnonzero(~np.all(np.isnan(_target_presence(table, targets)), axis=1))
+    train_rows, val_rows = split_rows(len(kept_rows), options.val, options.seed)
+    if not (resume and saved.exists()):  # kinds from all rows, statistics from training rows
+        spec = TableSpec.infer(
+            table,
+            targets,
+            kinds=options.kinds,
+            ignore=options.ignore,
+            train_rows=kept_rows[train_rows],
+        )
+    kept = table.rows(kept_rows)
+    if spec.dense_width == 0 and not spec.embeddings:
+        raise TableError(f"{table.source} has no feature columns besides the targets.")
+    inputs = torch.from_numpy(spec.encode_features(kept))
+    encoded = spec.encode_targets(kept)
+    labels = torch.from_numpy(encoded)
+    kiln.seed_everything(options.seed)
+    model = build_model(spec, options.hidden, options.drop)
+    trainer = make_trainer(model, spec, options, out, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_data = {**spec.to_dict(), "options": asdict(options), "rows": len(kept)}
+    (out / SPEC).write_text(json.dumps(spec_data, indent=1) + "\n", encoding="utf-8")
+    train = (inputs[train_rows], labels[train_rows])
+    val = (inputs[val_rows], labels[val_rows]) if len(val_rows) else None
+    trainer.fit(train, val, epochs=options.epochs, resume=resume, batch_size=options.batch_size)
+    trainer.save(out / MODEL)
+    outputs = _outputs(trainer, spec, inputs, options.batch_size)
+    metrics = {"train": target_metrics(spec, encoded[train_rows], outputs[train_rows])}
+    if len(val_rows):
+        metrics["val"] = target_metrics(spec, encoded[val_rows], outputs[val_rows])
+    summary = {
+        "metrics": metrics,
+        "epochs": trainer.state.epoch,
+        "stopped": trainer.state.stop_reason,
+        "rows": {"train": len(train_rows), "val": len(val_rows), "dropped": len(table) - len(kept)},
+        "files": {"model": str(out / MODEL), "spec": str(out / SPEC), "log": str(out / "log.tsv")},
+    }
+    (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
+def _target_presence(table: Table, targets: list[str]) -> np.ndarray:
+    """NaN where a target is missing, 0 where present, `(rows, targets)`."""
+    present = [~is_missing(as_labels(table, name)) for name in targets]
+    return np.where(np.stack(present, axis=1), 0.0, np.nan)
+
+
+def _saved_run(
+    path: Path, targets: list[str], options: TableOptions
+) -> tuple[TableSpec, TableOptions]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    spec = TableSpec.from_dict(data, str(path))
+    saved_targets = [c["name"] for c in spec.targets]
+    if saved_targets != list(targets):
+        raise TableError(
+            f"{path.parent} was trained for the target(s) {', '.join(saved_targets)}; "
+            f"received {', '.join(targets)}. Resume with the same --target, or choose another "
+            "--out."
+        )
+    saved = dict(data["options"], hidden=tuple(data["options"]["hidden"]))
+    saved.update(ignore=tuple(saved["ignore"]), epochs=options.epochs, device=options.device)
+    return spec, TableOptions(**saved)
+
+
+def load_run(
+    run: str | os.PathLike[str], device: str = "auto"
+) -> tuple[Any, TableSpec, dict[str, Any]]:
+    """Return the trainer, the spec and the saved options of the run directory `run`.
+
+    Raises:
+        TableError: If `run` is not a directory that `kiln fit` finished.
+    """
+    run = Path(run)
+    if not (run / SPEC).exists() or not (run / MODEL).exists():
+        raise TableError(
+            f"{run} is not a finished `kiln fit` run: expected {run / SPEC} and {run / MODEL}. "
+            "Train one with `kiln fit DATA --target COLUMN --out RUN`."
+        )
+    data = json.loads((run / SPEC).read_text(encoding="utf-8"))
+    spec = TableSpec.from_dict(data, str(run / SPEC))
+    loss = build_loss(spec)
+    trainer = kiln.load(run / MODEL, loss=loss, device=device, progress=False)
+    return trainer, spec, data.get("options", {})
+
+
+def _outputs(trainer: Any, spec: TableSpec, inputs: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Post-processed outputs: probabilities for classes, standardised regression values."""
+    outputs = trainer.predict(inputs, batch_size=max(batch_size, 256))  # the loss's postproc
+    return np.asarray(outputs.float().numpy())
+
+
+def predict_table(
+    run: str | os.PathLike[str], table: Table, device: str = "auto"
+) -> dict[str, Any]:
+    """Return prediction columns for `table` from the run `run`, in the original label space.
+
+    Raises:
+        TableError: If the columns of `table` do not match the training columns (the message
+            names the missing and the extra ones).
+    """
+    trainer, spec, options = load_run(run, device)
+    inputs = torch.from_numpy(spec.encode_features(table))
+    return spec.decode(_outputs(trainer, spec, inputs, int(options.get("batch_size", 256))))
+
+
+def evaluate_table(
+    run: str | os.PathLike[str], table: Table, device: str = "auto"
+) -> dict[str, dict[str, float]]:
+    """Return metrics per target of the run `run` on `table`, which must hold the targets."""
+    trainer, spec, options = load_run(run, device)
+    spec.check_columns(table, with_targets=True)
+    inputs = torch.from_numpy(spec.encode_features(table))
+    outputs = _outputs(trainer, spec, inputs, int(options.get("batch_size", 256)))
+    return target_metrics(spec, spec.encode_targets(table), outputs)
+
+
+__all__ = [
+    "TableOptions",
+    "evaluate_table",
+    "load_run",
+    "make_trainer",
+    "predict_table",
+    "split_rows",
+    "train_table",
+]

@@ -1,0 +1,1 @@
+"""Tests of training on several processes (gloo on the CPU)."""

@@ -1,0 +1,268 @@
+"""`kiln fit`, `kiln predict` and `kiln evaluate` on small tables, run through `cli.main`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import kiln
+from kiln.cli import main
+from kiln.presets import read_auto_record
+from kiln.table_model import build_loss
+from kiln.table_spec import TableSpec
+from kiln.tables import read_table
+
+datasets = pytest.importorskip("sklearn.datasets")
+QUICK = ["--epochs", "4", "--hidden", "16", "--lr", "0.03", "--quiet", "--device", "cpu"]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    with path.open(newline="") as file:
+        rows = list(csv.reader(file))
+    return rows[0], rows[1:]
+
+
+def sklearn_csv(path: Path, loader, target_names=None) -> Path:
+    data = loader()
+    header = [name.replace(" ", "_") for name in data.feature_names] + ["target"]
+    target = data.target if target_names is None else np.array(target_names)[data.target]
+    rows = [[*map(float, x), y] for x, y in zip(data.data, target, strict=True)]
+    return write_csv(path, header, rows)
+
+
+@pytest.fixture(scope="module")
+def cancer(tmp_path_factory) -> Path:
+    return sklearn_csv(tmp_path_factory.mktemp("data") / "cancer.csv", datasets.load_breast_cancer)
+
+
+@pytest.fixture(scope="module")
+def diabetes(tmp_path_factory) -> Path:
+    return sklearn_csv(tmp_path_factory.mktemp("data") / "diabetes.csv", datasets.load_diabetes)
+
+
+def fails(argv: list[str], capsys) -> str:
+    """Run the command, which must fail cleanly: status 2, one `kiln: error:` line."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert captured.err.startswith("kiln: error: ")
+    return captured.err
+
+
+def test_fit_predict_evaluate_binary(cancer, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", str(cancer), "--target", "target", "--out", str(run), *QUICK]) == 0
+    shown = capsys.readouterr().out
+    assert "Trained 4 epochs on 512 rows, validated on 57." in shown
+    assert "target  data   accuracy  log_loss  auc" in shown
+    assert f"model  {run / 'model.kiln'}" in shown
+    for name in ("model.kiln", "table.json", "summary.json", "log.tsv", "last.ckpt", "run.pt"):
+        assert (run / name).is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"]["val"]["target"]["accuracy"] > 0.8
+    assert summary["epochs"] == 4
+
+    assert main(["predict", str(run), str(cancer), "-o", str(tmp_path / "p.csv")]) == 0
+    assert "Wrote 569 predictions" in capsys.readouterr().out
+    header, rows = read_csv(tmp_path / "p.csv")
+    assert header == ["target", "target_proba_0", "target_proba_1"]
+    predicted = np.array([row[0] for row in rows])
+    probabilities = np.array([[float(row[1]), float(row[2])] for row in rows])
+    assert set(predicted) == {"0", "1"}
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-6)
+    truth = datasets.load_breast_cancer().target.astype(str)
+
+    assert main(["evaluate", str(run), str(cancer), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["target"]
+    assert metrics["accuracy"] == pytest.approx(np.mean(predicted == truth))
+    assert main(["evaluate", str(run), str(cancer)]) == 0
+    assert "target  cancer.csv  " in capsys.readouterr().out
+
+    # The model file is an ordinary kiln trainer file; the best weights are in the preset's.
+    spec = TableSpec.load(run / "table.json")
+    loaded = kiln.load(run / "model.kiln", loss=build_loss(spec), device="cpu", progress=False)
+    inputs = torch.from_numpy(spec.encode_features(read_table(cancer)))
+    assert torch.equal(loaded.predict(inputs)[:, 0], torch.from_numpy(probabilities[:, 1]).float())
+    assert read_auto_record(run / "run.pt")["epoch"] >= 1
+
+
+def test_regression_predictions_are_in_the_original_units(diabetes, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", str(diabetes), "-t", "target", "-o", str(run), *QUICK]) == 0
+    assert main(["predict", str(run), str(diabetes), "-o", str(tmp_path / "p.csv")]) == 0
+    header, rows = read_csv(tmp_path / "p.csv")
+    assert header == ["target"]
+    predicted = np.array([float(row[0]) for row in rows])
+    truth = datasets.load_diabetes().target
+    assert abs(predicted.mean() - truth.mean()) < 30  # unscaled: the mean is about 152
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(diabetes), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["target"]
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((predicted - truth) ** 2)))
+    assert metrics["r2"] > 0.0
+
+
+def mixed_table(path: Path) -> Path:
+    """Breast cancer with text labels, a wide text column, missing cells and two targets."""
+    data = datasets.load_breast_cancer()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (x, y) in enumerate(zip(data.data[:, :6], data.target, strict=True)):
+        radius = "" if i % 7 == 0 else float(x[0])
+        label = "" if i % 11 == 0 else ["malignant", "benign"][y]
+        rows.append([f"id{i}", radius, *map(float, x[1:5]), f"city{rng.integers(30)}", x[5], label])
+    header = ["id", "radius", "texture", "perimeter", "area", "smooth", "city", "compact", "diag"]
+    return write_csv(path, header, rows)
+
+
+def test_text_labels_embeddings_missing_cells_and_two_targets(tmp_path, capsys):
+    data = mixed_table(tmp_path / "mixed.csv")
+    run = tmp_path / "run"
+    argv = ["fit", str(data), "-t", "compact", "-t", "diag", "--ignore", "id", "-o", str(run)]
+    assert main([*argv, *QUICK]) == 0
+    spec = json.loads((run / "table.json").read_text())
+    kinds = {c["name"]: c["kind"] for c in spec["features"]}
+    assert kinds["city"] == "categorical"
+    assert [c["kind"] for c in spec["features"] if c["name"] == "city"] == ["categorical"]
+    assert next(c for c in spec["features"] if c["name"] == "city")["encoding"] == "embedding"
+    assert next(c for c in spec["features"] if c["name"] == "radius")["indicator"] is True
+    assert [(c["name"], c["kind"]) for c in spec["targets"]] == [
+        ("compact", "regression"),
+        ("diag", "binary"),
+    ]
+    assert main(["predict", str(run), str(data), "-o", str(tmp_path / "p.csv")]) == 0
+    header, rows = read_csv(tmp_path / "p.csv")
+    assert header == ["compact", "diag", "diag_proba_benign", "diag_proba_malignant"]
+    assert {row[1] for row in rows} <= {"benign", "malignant"}
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {"compact", "diag"}
+
+
+def test_multiclass_text_labels(tmp_path, capsys):
+    data = sklearn_csv(tmp_path / "iris.csv", datasets.load_iris, ["setosa", "versi", "virgi"])
+    run = tmp_path / "run"
+    assert main(["fit", str(data), "-t", "target", "-o", str(run), *QUICK]) == 0
+    assert main(["predict", str(run), str(data)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("target,target_proba_setosa,target_proba_versi,target_proba_virgi")
+    assert len(lines) - start - 1 == 150
+
+
+def without_time(path: Path) -> list[list[str]]:
+    header, rows = read_csv_tsv(path)
+    keep = [i for i, name in enumerate(header) if name != "time"]
+    return [[row[i] for i in keep] for row in rows]
+
+
+def read_csv_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
+    lines = [line.split("\t") for line in path.read_text().splitlines()]
+    return lines[0], lines[1:]
+
+
+def test_resume_continues_the_run_exactly(diabetes, tmp_path):
+    base = ["fit", str(diabetes), "-t", "target", "--hidden", "8", "-q", "--device", "cpu"]
+    assert main([*base, "--epochs", "4", "-o", str(tmp_path / "whole")]) == 0
+    assert main([*base, "--epochs", "2", "-o", str(tmp_path / "part")]) == 0
+    assert main([*base, "--epochs", "4", "-o", str(tmp_path / "part"), "--resume"]) == 0
+    assert without_time(tmp_path / "part" / "log.tsv") == without_time(
+        tmp_path / "whole" / "log.tsv"
+    )
+    whole = torch.load(tmp_path / "whole" / "model.kiln", weights_only=True)
+    part = torch.load(tmp_path / "part" / "model.kiln", weights_only=True)
+    for key, value in whole["trainer"]["model"].items():
+        assert torch.equal(value, part["trainer"]["model"][key]), key
+
+
+# ----- bad tables: one clear line, never a traceback ---------------------------------------------
+
+
+def test_missing_target_column_lists_the_columns(tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", ["a", "b"], [[1, 2]])
+    err = fails(["fit", str(data), "--target", "c", *QUICK], capsys)
+    assert err == f"kiln: error: Target column 'c' not found in {data}. Its columns are: a, b.\n"
+
+
+def test_empty_file(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("")
+    err = fails(["fit", str(tmp_path / "d.csv"), "--target", "y"], capsys)
+    assert "d.csv is empty: expected a header row naming the columns" in err
+
+
+def test_target_that_is_all_missing(tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", ["x", "y"], [[1.5, ""], [2.5, "NA"]])
+    err = fails(["fit", str(data), "--target", "y", *QUICK], capsys)
+    assert "Target column 'y' of " in err
+    assert "has no values: all 2 cells are missing" in err
+
+
+def test_column_mixing_numbers_and_text(tmp_path, capsys):
+    rows = [[0.5, "3"], [1.5, "4"], [2.5, "lots"], [3.5, "5"]]
+    data = write_csv(tmp_path / "d.csv", ["y", "count"], rows)
+    err = fails(["fit", str(data), "--target", "y", *QUICK], capsys)
+    assert "Column 'count' of " in err
+    assert "mixes numbers and text: numbers such as '3', '4', '5', and text such as 'lots'" in err
+
+
+def test_prediction_columns_must_match_the_training_columns(cancer, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", str(cancer), "--target", "target", "--out", str(run), *QUICK]) == 0
+    header, rows = read_csv(cancer)
+    renamed = ["radius" if name == "mean_radius" else name for name in header]
+    other = write_csv(tmp_path / "other.csv", [*renamed, "extra"], [[*r, 1] for r in rows[:5]])
+    err = fails(["predict", str(run), str(other)], capsys)
+    assert err == (
+        f"kiln: error: The columns of {other} do not match the training columns: missing "
+        "'mean_radius'; not seen in training 'radius', 'extra'.\n"
+    )
+    no_target = write_csv(tmp_path / "x.csv", header[:-1], [rows[0][:-1]])
+    err = fails(["evaluate", str(run), str(no_target)], capsys)
+    assert "Target column 'target' not found in" in err
+    err = fails(["fit", str(cancer), "--target", "target", "--out", str(run), *QUICK], capsys)
+    assert f"{run} already holds a run. Continue it with --resume" in err
+    err = fails(["fit", str(cancer), "-t", "mean_area", "-o", str(run), "--resume", *QUICK], capsys)
+    assert "was trained for the target(s) target; received mean_area. Resume with the same" in err
+
+
+def test_other_expected_errors(tmp_path, capsys):
+    err = fails(["fit", str(tmp_path / "none.csv"), "--target", "y"], capsys)
+    assert err == f"kiln: error: No such file: {tmp_path / 'none.csv'}\n"
+    data = write_csv(tmp_path / "d.csv", ["x", "y"], [[1.5, 2.5]])
+    err = fails(["fit", str(data), "--target", "y", "--kind", "x"], capsys)
+    assert "--kind takes COLUMN=KIND, such as --kind zip=categorical; received 'x'" in err
+    err = fails(["fit", str(data), "--target", "y", "--val", "2"], capsys)
+    assert "--val must be in (0, 1)" in err
+    err = fails(["predict", str(tmp_path), str(data)], capsys)
+    assert f"{tmp_path} is not a finished `kiln fit` run" in err
+
+
+@pytest.mark.slow
+def test_installed_command_fits_and_predicts(cancer, tmp_path):
+    command = Path(sys.executable).with_name("kiln")
+    run = tmp_path / "run"
+    fit = [str(command), "fit", str(cancer), "-t", "target", "-o", str(run), *QUICK]
+    subprocess.run(fit, check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(command), "predict", str(run), str(cancer)], check=True, capture_output=True, text=True
+    )
+    assert result.stdout.startswith("target,target_proba_0,target_proba_1\n")
+    bad = subprocess.run([str(command), "predict", str(run), str(tmp_path / "no.csv")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("kiln: error: No such file")
