@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch is enough for everything here; set TORCH= to keep the torch you have.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow lint bench bench-checkpoint bench-distributed clean
+.PHONY: demo test test-slow lint docs bench bench-checkpoint bench-distributed clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: lint
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -m slow
 
+# The documentation site (mkdocs.yml, docs/), built offline in strict mode: warnings are errors.
+docs: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(VENV)/.installed
 	$(BIN)/python bench/overhead.py
 
@@ -37,4 +42,4 @@ bench-distributed: $(VENV)/.installed
 	$(BIN)/python bench/distributed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -379,3 +379,15 @@ def test_a_ranger_trainer_loads_with_its_lookahead_and_state(tmp_path):
     again.fit(in_order, epochs=1)
     for mine, theirs in zip(trainer.model.parameters(), again.model.parameters(), strict=True):
         assert torch.equal(mine, theirs)
+
+
+def test_a_plain_sequential_is_not_rebuilt_empty(tmp_path):
+    """nn.Sequential(*layers) takes its layers as arguments: without a recipe, ask for them."""
+    trainer = kiln.Trainer(
+        torch.nn.Sequential(torch.nn.Linear(2, 1)), loss="mse", device="cpu", progress=False
+    )
+    path = trainer.save(tmp_path / "plain.kiln")
+    with pytest.raises(ValueError, match="Sequential takes its layers as arguments.*model="):
+        kiln.load(path)
+    again = kiln.load(path, model=torch.nn.Sequential(torch.nn.Linear(2, 1)), progress=False)
+    assert torch.equal(again.model[0].weight, trainer.model[0].weight)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.callbacks.checkpoint import Checkpoint
-from kiln.callbacks.csv_logger import CSVLogger
+from kiln.callbacks.csv_logger import CSVLogger, order_columns
 from kiln.callbacks.plot_logs import PlotLogs
 from kiln.checkpoint.files import atomic_write
 from kiln.checkpoint.run import LAST, load_model_state
@@ -197,7 +197,8 @@ def test_checkpoint(
     row: dict[str, Any] = next((dict(r) for r in epochs if r.get("epoch") == epoch), {})
     row.pop("time", None)
     row.setdefault("epoch", "" if epoch is None else epoch)
-    row.update({f"{name}_{key}": value for key, value in evaluation.to_dict().items()})
+    tested = {f"{name}_{key}": value for key, value in evaluation.to_dict().items()}
+    row = {key: row[key] for key in order_columns(row)} | tested  # log.tsv's order, then ours
     text = io.StringIO()
     writer = csv.writer(text, delimiter="\t", lineterminator="\n")
     writer.writerows([list(row), [_cell(value) for value in row.values()]])

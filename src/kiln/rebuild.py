@@ -220,14 +220,26 @@ def recipe_of(model: nn.Module) -> dict[str, Any]:
         problem = f"its class {cls.__qualname__} cannot be found by an import path"
     else:
         required = _required_parameters(cls)
+        shown = target.replace(":", ".")
         if required:
-            shown = target.replace(":", ".")
             problem = f"{shown} needs the arguments {', '.join(required)}, which were not recorded"
+        elif _takes_parts(cls) and any(True for _ in inner.parameters()):
+            # nn.Sequential(*layers) and the like: built without arguments, it would be empty.
+            problem = f"{shown} takes its layers as arguments, which were not recorded"
     return {"kind": CLASS, "target": target, "args": [], "kwargs": {}, "problem": problem}
 
 
 def _is_data_parallel(model: nn.Module) -> bool:
     return isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
+
+
+def _takes_parts(cls: type) -> bool:
+    """Whether the class's constructor takes any number of positional parts (`*args`)."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
 
 def _required_parameters(cls: type) -> list[str]:

@@ -270,7 +270,7 @@ def test_a_monitor_that_is_not_logged_is_an_error():
         (
             "m_{val_los}.pt",
             r"names \{val_los\}, which is not logged at epoch 1\. Available: \{epoch\}, "
-            r"\{loss\}, \{lr\}, \{time\}, \{val_loss\}",
+            r"\{epoch0\}, \{loss\}, \{lr\}, \{time\}, \{val_loss\}",
         ),
         ("m_{loss:d}.pt", r"cannot be filled with this epoch's values \(Unknown format code"),
         ("m_{}.pt", "cannot be filled with this epoch's values"),
@@ -354,3 +354,17 @@ def test_a_resumed_run_and_a_further_fit_carry_the_best_on(tmp_path: Path, capsy
     trainer.fit((X, Y), val=(X, Y), epochs=2)  # a further fit: 0.6 and 0.45 are no better
     assert (resumed[1].best, resumed[1].best_epoch) == (0.4, 4)
     assert capsys.readouterr().out == ""
+
+
+def test_epoch0_numbers_files_from_zero_as_torchfusion(tmp_path):
+    """`{epoch0}` is the 0-based epoch: TorchFusion's model_0.pth after the first epoch."""
+    from kiln.checkpoint import load_weights, safe_load
+    from tests.callbacks.runs import fit, make_trainer
+
+    trainer = make_trainer([Checkpoint("all_models/model_{epoch0}.pth")], tmp_path)
+    fit(trainer, epochs=2)
+    names = sorted(path.name for path in (tmp_path / "all_models").iterdir())
+    assert names == ["model_0.pth", "model_1.pth"]
+    assert safe_load(tmp_path / "all_models" / "model_1.pth")["epoch"] == 2
+    weights = load_weights(tmp_path / "all_models" / "model_1.pth")
+    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())

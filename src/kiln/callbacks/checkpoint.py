@@ -32,20 +32,21 @@ class Checkpoint(Callback):
     """Save the model after epochs: every `period` epochs, or each time `monitor` improves.
 
     The file name is a template filled, after each epoch, with `{epoch}` (1-based: the epoch
-    just finished) and every logged value, format specs included:
+    just finished), `{epoch0}` (the same, 0-based) and every logged value, format specs included:
     `"best_epoch_{epoch}.ckpt"`, `"w.{epoch:02d}-{val_loss:.2f}.pt"`. Relative names are placed
     in the trainer's `dir` when it has one, else in the current directory; missing directories
     are created. Every file is written atomically.
 
     With `what="model"`, a file holds `{"format": "kiln-weights", "epoch": e, "logs": {...},
     "model": state_dict}`; with `what="trainer"`, the trainer's whole state (as `last.ckpt`).
-    `kiln.checkpoint.weights.load_weights(path)` returns the weights from either.
+    `kiln.checkpoint.load_weights(path)` returns the weights from either.
 
     The layouts of the libraries kiln replaces are configurations of this class::
 
-        # TorchFusion: model_dir/all_models every epoch, best_models on each improvement
-        Checkpoint("all_models/model_{epoch}.pth")
-        Checkpoint("best_models/model_{epoch}.pth", monitor="val_accuracy", save_best_only=True)
+        # TorchFusion: model_dir/all_models every epoch, best_models on each improvement,
+        # numbered from 0 as TorchFusion does
+        Checkpoint("all_models/model_{epoch0}.pth")
+        Checkpoint("best_models/model_{epoch0}.pth", monitor="val_accuracy", save_best_only=True)
         # PytorchTrainer: one file, overwritten on each improvement of val_loss
         Checkpoint("digits.pt", monitor="val_loss", save_best_only=True)
         # Poutyne: a file per improvement, only the last one kept, reloaded at the end
@@ -212,7 +213,8 @@ class Checkpoint(Callback):
 
     def _path(self, trainer: Trainer) -> Path:
         """Fill the template with this epoch's values and place it in the trainer's dir."""
-        values = {**trainer.state.logs, "epoch": trainer.state.epoch}
+        epoch = trainer.state.epoch
+        values = {**trainer.state.logs, "epoch": epoch, "epoch0": epoch - 1}
         try:
             name = self.filename.format_map(values)
         except KeyError as error:

@@ -35,8 +35,10 @@ class WeightAverage(Callback):
     in the device's memory. Its updates use foreach kernels and a host-side count, so that they
     never wait for the device.
 
+    Attributes:
+        tag: The word in the logged names (`val_{tag}_loss`, ...), set by each subclass.
+
     Args:
-        tag: The word in the logged names (`val_{tag}_loss`, ...).
         validate: After each validation, evaluate the average on the validation data too and
             log its values as `val_{tag}_loss`, `val_{tag}_accuracy`, ... (once there is an
             average). These can be monitored by other callbacks.
@@ -44,7 +46,7 @@ class WeightAverage(Callback):
             (parameters and buffers). Without it, the model keeps its own weights and
             `apply(model)` loads the average later.
         save: A file to write the average to at the end of `fit` (a `kiln-weights` record, read
-            by `kiln.checkpoint.weights.load_weights`); a relative path goes into the trainer's
+            by `kiln.checkpoint.load_weights`); a relative path goes into the trainer's
             `dir`, or the current directory without one. `None`: no file.
     """
 
