@@ -109,3 +109,18 @@ def test_resume_mid_epoch_with_whole_set_metrics_is_bitwise(tmp_path):
     expected = [{k: v for k, v in row.items() if k != "time"} for row in straight.history.epochs]
     actual = [{k: v for k, v in row.items() if k != "time"} for row in history.epochs]
     assert actual == expected
+
+
+def test_metrics_keep_outputs_without_their_graph():
+    """Outputs with a graph are kept detached by buffered metrics; their value is the same."""
+    metric = F1()
+    tracker = PassTracker([metric])
+    weights = torch.ones(2, requires_grad=True)
+    for _ in range(3):
+        tracker.update(StepOutput(torch.tensor(1.0), 3, OUTPUT * weights, TARGET))
+    assert metric._outputs
+    assert not any(output.requires_grad for output in metric._outputs)
+    plain = F1()
+    for _ in range(3):
+        plain.update(OUTPUT, TARGET)
+    assert torch.equal(metric.compute(), plain.compute())

@@ -132,9 +132,12 @@ class PassTracker:
                     series = self._series[key] = _Series()
                 series.add(value, step.size)
         if self.metrics:
-            output = step.output.detach() if isinstance(step.output, Tensor) else step.output
+            output, target = step.output, step.target
+            # Kept by buffered metrics: without the graph (detached once for all of them).
+            if isinstance(output, Tensor) and output.requires_grad:
+                output = output.detach()
             for metric in self.metrics:
-                metric.update(output, step.target)
+                metric.update(output, target)
 
     @property
     def samples(self) -> int:

@@ -48,12 +48,57 @@ def test_batches_are_kept_then_counted():
 
 
 def test_element_limit():
-    """Batches holding many elements are counted without waiting for the batch limit."""
+    """Kept batches are counted before one more would take them past `buffer_elements`."""
     metric = F1()
-    metric.buffer_elements = 20
-    metric.update(*BATCHES[0])
-    metric.update(*BATCHES[1])  # 80 elements
+    metric.buffer_elements = 100
+    metric.update(*BATCHES[0])  # the first batch of a pass: counted at once (7 samples)
+    metric.update(*BATCHES[1])  # 80 elements: kept
+    assert len(metric._outputs) == 1
+    assert metric._count == 7
+    metric.update(*BATCHES[2])  # 80 more would make 160: the kept batch is counted first
+    assert len(metric._outputs) == 1
+    assert metric._count == 7 + 16
+
+
+class CountingChecks(Accuracy):
+    """Accuracy that counts its calls of `_check`."""
+
+    checks = 0
+
+    def _check(self, output, target):
+        self.checks += 1
+        super()._check(output, target)
+
+
+def test_a_batch_of_the_last_layout_is_not_checked_again():
+    """Only a batch whose shapes or dtypes differ from the last one's is checked."""
+    metric = CountingChecks()
+    for output, target in BATCHES:  # sizes 7, 16, 16, 3, 16, 9, 16, 1
+        metric.update(output, target)
+    assert metric.checks == 7  # the second 16 follows a 16
+    metric.update(BATCHES[0][0].double(), BATCHES[0][1])  # another dtype
+    assert metric.checks == 8
+    metric.reset()
+    metric.update(*BATCHES[7])  # a new pass checks its first batch
+    assert metric.checks == 9
+
+
+def test_loading_a_state_drops_kept_batches_and_checks_again():
+    """`load_state_dict` replaces kept batches too; the next batch is checked against it."""
+    saved = F1()
+    saved.update(*BATCHES[0])
+    metric = F1()
+    for output, target in BATCHES[:3]:
+        metric.update(output, target)
+    metric.load_state_dict(saved.state_dict())
     assert metric._outputs == []
+    assert torch.equal(metric.compute(), saved.compute())
+
+    three = F1()
+    three.update(torch.randn(4, 3, generator=GEN), torch.tensor([0, 1, 2, 0]))
+    metric.load_state_dict(three.state_dict())
+    with pytest.raises(ValueError, match=r"earlier batches of the pass were multiclass with 3"):
+        metric.update(*BATCHES[1])  # the layout this metric saw last, but not 3 classes
 
 
 def test_batches_of_other_shapes_are_counted_apart():

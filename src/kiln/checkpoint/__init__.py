@@ -1,9 +1,10 @@
 """Checkpoints: atomic, safe reading and writing of the whole training state.
 
 What lives here: writing files so that a crash, a kill or a full disk never leaves a broken one
-(`files.py`), loading them without running any code from them (`files.py`), and capturing every
+(`files.py`), loading them without running any code from them (`files.py`), capturing every
 random generator (`rng.py`), and files of weights with their epoch and logs (`weights.py`, what
-`kiln.callbacks.Checkpoint` writes). What does not: deciding when and what to save, which callbacks do.
+`kiln.callbacks.Checkpoint` writes). What does not: deciding when and what to save, which
+callbacks do.
 """
 
 from kiln.checkpoint.files import CheckpointError, atomic_save, atomic_write, safe_load

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from kiln.metrics.buffered import BufferedMetric
 from kiln.metrics.inputs import check_options
+from kiln.metrics.joined import predicted_classes
 
 
 class Accuracy(BufferedMetric):
@@ -111,8 +112,8 @@ class Accuracy(BufferedMetric):
         else:
             if target.is_floating_point() and target.shape == output.shape:
                 target = target.argmax(1)
-            if self.top_k == 1:
-                right = output.argmax(1) == target
+            if self.top_k == 1:  # the arg-max is shared with F1 and the like (`joined.py`)
+                right = predicted_classes(output) == target
             else:
                 right = (output.topk(self.top_k, 1).indices == target.unsqueeze(1)).any(1)
             self._add(right.sum(), target.numel())

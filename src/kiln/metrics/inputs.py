@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from kiln.metrics.joined import predicted_classes
+
 TASKS = ("binary", "multiclass", "multilabel")
 
 
@@ -166,10 +168,14 @@ def decisions(
         predicted = (output.reshape(-1) > threshold).long()
         truth = target.reshape(-1)
         return ((truth > 0.5) if truth.is_floating_point() else truth).long(), predicted
-    predicted = output.argmax(1).reshape(-1)
+    predicted = predicted_classes(output)  # shared with accuracy (`joined.py`)
     if target.shape == output.shape:
         target = target.argmax(1)
-    return target.reshape(-1).long(), predicted
+    # Scores (N, C) against labels (N,), the common case, need no reshape or cast: each
+    # skipped call is a few microseconds per count on a small model.
+    if predicted.dim() != 1:
+        predicted, target = predicted.reshape(-1), target.reshape(-1)
+    return (target if target.dtype == torch.long else target.long()), predicted
 
 
 def scores(output: Tensor, target: Tensor, task: str) -> tuple[Tensor, Tensor]:
