@@ -46,9 +46,20 @@ def _positive_number(owner: str, name: str, value: Any) -> None:
         )
 
 
-def _flag(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: `{name}` must be True or False; received {value!r}.")
+def check_flags(owner: str, **flags: Any) -> None:
+    """Raise a `TypeError` naming `owner` for any of the keyword `flags` that is not a bool.
+
+    The one check of on/off arguments, shared by the trainer's options and the callbacks.
+
+    Example:
+        >>> check_flags("CSVLogger", append=True, batch_granularity=False)
+    """
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(
+                f"{owner}: `{name}` must be True or False; received {value!r} "
+                f"({type(value).__name__})."
+            )
 
 
 def resolve_precision(precision: Any) -> str:
@@ -118,7 +129,7 @@ class StepOptions:
                 f"Trainer: `nonfinite` must be 'raise' (stop with an error) or 'skip' (leave the "
                 f"batch out); received {self.nonfinite!r}."
             )
-        _flag("Trainer", "compile", self.compile)
+        check_flags("Trainer", compile=self.compile)
 
 
 @dataclass(frozen=True)
@@ -164,7 +175,7 @@ class FitOptions:
             _positive_int("fit", name, getattr(self, name))
         for name in ("max_steps", "max_samples"):
             _positive_int("fit", name, getattr(self, name), optional=True)
-        _flag("fit", "pre_val", self.pre_val)
+        check_flags("fit", pre_val=self.pre_val)
         if self.epoch_hook is not None and not callable(self.epoch_hook):
             raise TypeError(
                 "fit: `epoch_hook` must be a function `hook(trainer)` or None; received "

@@ -114,7 +114,7 @@ class TrainerFiles:
     def _gather_sharded(self) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
         """The whole model and optimizer states of a sharded model (every rank must call)."""
         trainer = self._trainer()
-        if not (trainer.distributed.enabled and trainer._replicas.strategy == "fsdp"):
+        if not trainer._replicas.sharded:
             return None
         from kiln.distributed.fsdp import full_state  # noqa: PLC0415  # a slow import
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,3 +39,19 @@ class Snapshots(kiln.Callback):
 
     def on_epoch_end(self, trainer: kiln.Trainer) -> None:
         self.weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+
+class QuNetStyle(nn.Module):
+    """A model defining its own step, returning a loss and a score (logged as val_score)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        loss = nn.functional.mse_loss(self(x), y)
+        return {"loss": loss, "score": 1 / (1 + loss.detach())}  # higher is better

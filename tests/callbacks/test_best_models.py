@@ -13,7 +13,7 @@ from torch import nn
 import kiln
 from kiln.callbacks import BestModels
 from kiln.checkpoint import atomic_save, safe_load
-from tests.callbacks.runs import Snapshots
+from tests.callbacks.runs import QuNetStyle, Snapshots
 
 
 class ScriptedValues(kiln.Callback):
@@ -25,22 +25,6 @@ class ScriptedValues(kiln.Callback):
     def on_validation_end(self, trainer: kiln.Trainer) -> None:
         for name, values in self.values.items():
             trainer.state.logs[name] = values[trainer.state.epoch - 1]
-
-
-class QuNetStyle(nn.Module):
-    """A model defining its own step, returning a loss and a score (logged as val_score)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(3, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
-
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        x, y = batch
-        loss = nn.functional.mse_loss(self(x), y)
-        return {"loss": loss, "score": -loss.detach()}
 
 
 X, Y = torch.randn(64, 3), torch.randn(64, 1)

@@ -15,7 +15,7 @@ import kiln
 from kiln.callbacks import Checkpoint
 from kiln.checkpoint import atomic_save, safe_load
 from kiln.checkpoint.weights import load_weights
-from tests.callbacks.runs import Snapshots
+from tests.callbacks.runs import QuNetStyle, Snapshots
 
 
 class ScriptedValues(kiln.Callback):
@@ -26,22 +26,6 @@ class ScriptedValues(kiln.Callback):
 
     def on_validation_end(self, trainer: kiln.Trainer) -> None:
         trainer.state.logs[self.name] = self.values[trainer.state.epoch - 1]
-
-
-class QuNetStyle(nn.Module):
-    """A model defining its own step, returning a loss and a score (logged as val_score)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(3, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
-
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        x, y = batch
-        loss = nn.functional.mse_loss(self(x), y)
-        return {"loss": loss, "score": 1 / (1 + loss.detach())}
 
 
 X, Y = torch.randn(64, 3), torch.randn(64, 1)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.callbacks.base import Callback
 from kiln.callbacks.log_files import AppendOnlyLog, check_path_argument
+from kiln.loop_options import check_flags
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -99,12 +100,7 @@ class CSVLogger(Callback):
                 "CSVLogger: `separator` must be one character other than a quote or a line "
                 f'break, such as "," or "\\t"; received {separator!r}.'
             )
-        for name, flag in (("append", append), ("batch_granularity", batch_granularity)):
-            if not isinstance(flag, bool):
-                raise TypeError(
-                    f"CSVLogger: `{name}` must be True or False; received {flag!r} "
-                    f"({type(flag).__name__})."
-                )
+        check_flags("CSVLogger", append=append, batch_granularity=batch_granularity)
         self.separator = separator
         self.append = append
         self.batch_granularity = batch_granularity

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kiln.callbacks.base import Callback
+from kiln.loop_options import check_flags
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -100,12 +101,7 @@ class LRMonitor(Callback):
             raise ValueError(
                 f"LRMonitor: `interval` must be 'epoch' or 'step'; received {interval!r}."
             )
-        for name, flag in (("momentum", momentum), ("weight_decay", weight_decay)):
-            if not isinstance(flag, bool):
-                raise TypeError(
-                    f"LRMonitor: `{name}` must be True or False; received {flag!r} "
-                    f"({type(flag).__name__})."
-                )
+        check_flags("LRMonitor", momentum=momentum, weight_decay=weight_decay)
         self.interval = interval
         self.momentum = momentum
         self.weight_decay = weight_decay

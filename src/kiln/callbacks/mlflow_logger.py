@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.callbacks.base import Callback
 from kiln.callbacks.log_files import resolve_log_path
 from kiln.callbacks.tensorboard import check_hparams, run_hparams
+from kiln.loop_options import check_flags
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -110,10 +111,7 @@ class MLflowLogger(Callback):
                 "MLflowLogger: `tracking_uri` must be a URI string, a path or None; received "
                 f"{type(tracking_uri).__name__}."
             )
-        if not isinstance(log_model, bool):
-            raise TypeError(
-                f"MLflowLogger: `log_model` must be True or False; received {log_model!r}."
-            )
+        check_flags("MLflowLogger", log_model=log_model)
         if tags is not None and not (
             isinstance(tags, Mapping) and all(isinstance(v, str) for v in tags.values())
         ):

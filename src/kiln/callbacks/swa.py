@@ -18,6 +18,7 @@ from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn, update_bn
 from kiln.batch import call_model, on_device, split_batch
 from kiln.callbacks.weight_averaging import WeightAverage
 from kiln.checkpoint.rng import get_rng_state, set_rng_state
+from kiln.loop_options import check_flags
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -107,10 +108,7 @@ class SWA(WeightAverage):
             raise ValueError(
                 f"SWA: `anneal_strategy` must be 'cos' or 'linear'; received {anneal_strategy!r}."
             )
-        if not isinstance(recompute_bn, bool):
-            raise TypeError(
-                f"SWA: `recompute_bn` must be True or False; received {recompute_bn!r}."
-            )
+        check_flags("SWA", recompute_bn=recompute_bn)
         super().__init__(validate, swap, save)
         self.start_epoch, self.lr = start_epoch, None if lr is None else float(lr)
         self.anneal_epochs, self.anneal_strategy = anneal_epochs, anneal_strategy

@@ -22,6 +22,7 @@ from kiln.callbacks.base import Callback
 from kiln.checkpoint.files import atomic_save
 from kiln.checkpoint.weights import weights_record
 from kiln.distributed.context import is_main_process
+from kiln.loop_options import check_flags
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -54,9 +55,7 @@ class WeightAverage(Callback):
 
     def __init__(self, validate: bool, swap: bool, save: str | os.PathLike[str] | None) -> None:
         name = type(self).__name__
-        for flag, value in (("validate", validate), ("swap", swap)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name}: `{flag}` must be True or False; received {value!r}.")
+        check_flags(name, validate=validate, swap=swap)
         if save is not None and not isinstance(save, (str, os.PathLike)):
             raise TypeError(
                 f"{name}: `save` must be a file name such as '{self.tag}.pt', or None; received "

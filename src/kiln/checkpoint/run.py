@@ -61,7 +61,6 @@ def prepare_directory(directory: Path) -> None:
 def trainer_state(trainer: Trainer) -> dict[str, Any]:
     """Return everything needed to continue `trainer`'s run exactly: tensors and plain data."""
     optimizer = trainer.optimizer
-    in_training_pass = trainer.state.stage == "train"
     return {
         "format": FORMAT,
         "model": trainer.model.state_dict(),
@@ -72,15 +71,12 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
             {"name": type(callback).__name__, "state": _callback_state(callback)}
             for callback in trainer.callbacks
         ],
-        "rng": get_rng_state(),
+        # Every generator, and inside an epoch how far its training pass got.
+        **_rank_state(trainer),
         "data_seed": trainer._position.data_seed,
         "loader_seed": trainer._replicas.loader_seed,  # several processes: their loaders' order
         # The fp16 gradient scaler, and the gradients of an unfinished accumulation group.
         "optimizer_step": trainer._steps.state_dict(optimizer),
-        # Saved in the middle of an epoch: how far its training pass got.
-        "position": trainer._position.state_dict(trainer._trackers["train"])
-        if in_training_pass
-        else None,
     }
 
 
@@ -189,7 +185,7 @@ def save_last(trainer: Trainer, directory: Path) -> Path:
     Under `torchrun` every rank calls it at the same point; rank 0 writes the states of all.
     """
     path = directory / LAST
-    if _sharded(trainer):  # every rank writes its shard through torch.distributed.checkpoint
+    if trainer._replicas.sharded:  # each rank writes its shard (DCP)
         from kiln.distributed.dcp import save_trainer_sharded  # noqa: PLC0415  # slow import
 
         return save_trainer_sharded(trainer, directory)
@@ -204,7 +200,7 @@ def save_last(trainer: Trainer, directory: Path) -> Path:
 
 def load_last(trainer: Trainer, directory: Path) -> bool:
     """Restore the trainer from `directory/last.ckpt`; return whether there was one."""
-    if _sharded(trainer):
+    if trainer._replicas.sharded:
         from kiln.distributed.dcp import load_trainer_sharded  # noqa: PLC0415  # slow import
 
         return load_trainer_sharded(trainer, directory)
@@ -213,11 +209,6 @@ def load_last(trainer: Trainer, directory: Path) -> bool:
         return False
     restore_trainer(trainer, safe_load(path), str(path))
     return True
-
-
-def _sharded(trainer: Trainer) -> bool:
-    """Whether the trainer's model is sharded over the ranks (`strategy="fsdp"`)."""
-    return trainer.distributed.enabled and trainer._replicas.strategy == "fsdp"
 
 
 def resume_run(trainer: Trainer, directory: Path | None) -> bool:

@@ -110,6 +110,8 @@ class Replicas:
             )
         self.context, self.strategy = context, strategy
         self.enabled = context.enabled
+        #: Whether the model is sharded over the ranks (FSDP), its checkpoints through DCP.
+        self.sharded = self.enabled and strategy == "fsdp"
         self._ddp: nn.Module | None = None
         self._ddp_of: nn.Module | None = None
         #: The seed of the order of shuffled DataLoaders, agreed by the ranks and checkpointed.
@@ -127,7 +129,7 @@ class Replicas:
 
     def place(self, model: nn.Module, optimizer: Any) -> nn.Module:
         """Shard `model` over the ranks for `strategy="fsdp"` (before its optimizer is built)."""
-        if not self.enabled or self.strategy != "fsdp":
+        if not self.sharded:
             return model
         if isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(
