@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import sys
 import types
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-from kiln.distributed.launch import launch, single_process_group, visible_devices
+from kiln.distributed.launch import free_port, launch, single_process_group, visible_devices
 
 sys.path.insert(0, str(Path(__file__).parent))
 import launch_script  # noqa: E402  (the ranks import it by this name)
@@ -123,3 +125,14 @@ def test_a_failing_rank_raises_with_its_traceback():
 def test_failed_ranks_are_restarted_up_to_max_restarts(tmp_path):
     marker = str(tmp_path / "failed-once")
     assert launch(launch_script.fail_once, marker, nprocs=2, max_restarts=1) == "restarted and done"
+
+
+@pytest.mark.slow
+def test_a_restarted_group_ignores_the_addresses_of_the_failed_attempt():
+    # The store outlives attempts, as the elastic agent's does; without a prefix per attempt,
+    # rank 0 of the restart would dial rank 1's dead address from attempt 0 and be refused.
+    port = free_port()
+    agent_store = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=30))
+    for attempt in (0, 1):  # a rank that fails to connect or sum raises here
+        torch.multiprocessing.spawn(launch_script.join_attempt, args=(port, attempt), nprocs=2)
+    agent_store.set("done", "1")  # the store was up throughout

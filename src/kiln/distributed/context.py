@@ -6,8 +6,8 @@ kiln does not start processes or invent a runtime: `torchrun --nproc-per-node N 
 CPU, NCCL on CUDA, each rank on its own GPU). One process without those variables is a group of
 one, and everything here then does nothing, at no cost.
 
-What lives here: `DistributedContext`, `setup`, `is_main_process`, `rank_zero_only`,
-`barrier`. What does not: collectives on values (`collectives.py`), data sharding
+What lives here: `DistributedContext`, `setup`, `init_process_group`, `is_main_process`,
+`rank_zero_only`, `barrier`. What does not: collectives on values (`collectives.py`), data sharding
 (`sharding.py`) and the trainer's use of all this (`replicas.py`).
 """
 
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,6 +119,49 @@ def _device(device: Any, local_rank: int) -> torch.device:
     return resolve_device(device)
 
 
+def init_process_group(backend: str, timeout: timedelta | None = None, **options: Any) -> None:
+    """Join the process group torchrun describes, with a store fresh for each restart.
+
+    Under torch's elastic agent (torchrun, `kiln.launch`) every attempt after a restart
+    reuses the agent's key-value store, and the keys of the failed attempt are still in it:
+    torch 2.13 gives workers no per-attempt prefix there, and a gloo rank that reads a peer's
+    address left by the dead attempt is refused ("Gloo connectFullMesh failed ... Connection
+    refused"). So kiln opens the store itself and puts every key of this attempt under
+    `kiln/attempt_{TORCHELASTIC_RESTART_COUNT}`. Elsewhere (`env://` with a store that rank 0
+    creates anew) torch's own rendezvous is used unchanged.
+
+    Args:
+        backend: `"gloo"` or `"nccl"`.
+        timeout: How long collectives (and waiting for the store) may take; torch's default
+            when `None`.
+        **options: Passed on to `torch.distributed.init_process_group` (e.g. `device_id`).
+
+    Example:
+        >>> import os
+        >>> if "RANK" in os.environ:  # under torchrun; a plain process has no group to join
+        ...     init_process_group("gloo")
+    """
+    if timeout is not None:
+        options["timeout"] = timeout
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend, **options)
+        return
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(  # type: ignore[attr-defined]  # in torch, not in its stubs
+        os.environ["MASTER_ADDR"],
+        _int_variable("MASTER_PORT", 0),
+        is_master=False,
+        timeout=timeout or default_pg_timeout,
+    )
+    dist.init_process_group(
+        backend,
+        store=dist.PrefixStore(f"kiln/attempt_{attempt}", store),  # type: ignore[attr-defined]
+        rank=_int_variable("RANK", 0),
+        world_size=_int_variable("WORLD_SIZE", 1),
+        **options,
+    )
+
+
 def setup(
     device: str | int | bool | torch.device | None = "auto",
     *,
@@ -163,10 +207,10 @@ def setup(
         torch.cuda.set_device(placed)
     if not dist.is_initialized():
         chosen = backend or ("nccl" if placed.type == "cuda" else "gloo")
-        options: dict[str, Any] = {} if wait is None else {"timeout": wait}
+        options: dict[str, Any] = {}
         if chosen == "nccl":
             options["device_id"] = placed  # binds the communicator now, not at first use
-        dist.init_process_group(chosen, **options)
+        init_process_group(chosen, wait, **options)
         if chosen == "nccl":  # NCCL asks for it; gloo's teardown at exit can abort instead
             atexit.register(_destroy)
     return DistributedContext(

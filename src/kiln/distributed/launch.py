@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from kiln.distributed.context import init_process_group
+
 
 def free_port() -> int:
     """Return a TCP port on this machine that is free now, for the ranks' rendezvous.
@@ -143,7 +145,7 @@ def _run_rank(
         torch.cuda.set_device(0)
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(threads)
-    dist.init_process_group(backend)
+    init_process_group(backend)
     try:
         return fn(*args, **kwargs)
     finally:
