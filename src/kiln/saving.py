@@ -2,11 +2,11 @@
 
 `save_trainer` writes, atomically and as tensors and plain data only: a format marker, the kiln
 version and date, the model's recipe (`rebuild.py`), the loss, optimizer and metrics by name
-(`components.py`), and the trainer's whole state (model, optimizer state, counters, history).
-`load` rebuilds a `Trainer` from such a file, ready to `predict`, `evaluate` or `fit` further
-(the epoch count and the optimizer's state carry on); it also reads a run's `last.ckpt`, a plain
-`state_dict` and a `.safetensors` export (`export.py` writes those; `export_weights` is
-re-exported here).
+(`components.py`), the step options (`saving_steps.py`) and the trainer's whole state (model,
+optimizer state, counters, history). `load` rebuilds a `Trainer` from such a file, ready to
+`predict`, `evaluate` or `fit` further (the epoch count, the optimizer's state and how each
+step is made carry on); it also reads a run's `last.ckpt`, a plain `state_dict` and a
+`.safetensors` export (`export.py` writes those; `export_weights` is re-exported here).
 
 What does not live here: reading files without running code (`checkpoint/files.py`), a
 trainer's state and loading weights with clear errors (`checkpoint/run.py`). Callback states
@@ -17,6 +17,7 @@ and random generators are not restored by `load`: it continues training, not the
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ from kiln.components import (
 from kiln.export import WEIGHT_SUFFIXES, export_weights, read_safetensors
 from kiln.optim.lookahead import Lookahead
 from kiln.rebuild import check_recipe, import_path, rebuild_model, recipe_of
+from kiln.saving_steps import RECORDED, Recorded, step_arguments, step_record
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -53,7 +55,9 @@ __all__ = [
 
 #: The value of the `"kiln"` key that marks a file written by `save_trainer`.
 SAVED_TRAINER = "saved trainer"
-#: Bumped when the layout of a saved trainer changes incompatibly.
+#: Bumped when the layout of a saved trainer changes incompatibly. Not for a key a reader may
+#: miss: the step options (`"step"`) came in format 1, and a file without them loads with the
+#: `Trainer` defaults, as it did before.
 SAVE_FORMAT = 1
 
 
@@ -69,6 +73,10 @@ def save_trainer(
     full_state: tuple[dict[str, Any], dict[str, Any] | None] | None = None,
 ) -> Path:
     """Write `trainer` to one self-contained file, atomically; `kiln.load` reads it back.
+
+    The file holds the model's recipe and weights, the loss, optimizer and metrics by name, the
+    step options (`precision`, `accumulate`, `clip_norm`, `clip_value`, `nonfinite`; not
+    `compile`), the optimizer's state, the counters and the history: tensors and plain data.
 
     Args:
         trainer: The trainer to save.
@@ -103,6 +111,7 @@ def save_trainer(
         "loss": describe_loss(loss),
         "optimizer": describe_optimizer(trainer.optimizer, trainer.model),
         "metrics": describe_metrics(trainer.metrics, **flags),
+        "step": step_record(trainer._steps.options),
         "trainer": run.trainer_state(trainer),
     }
     if full_state is not None:
@@ -122,6 +131,11 @@ def load(
     device: str | int | bool | torch.device | None = "auto",
     dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    precision: str | Recorded = RECORDED,
+    accumulate: int | Recorded = RECORDED,
+    clip_norm: float | None | Recorded = RECORDED,
+    clip_value: float | None | Recorded = RECORDED,
+    nonfinite: str | Recorded = RECORDED,
 ) -> Trainer:
     """Return a `Trainer` rebuilt from a file, ready to `predict`, `evaluate` or `fit` further.
 
@@ -130,9 +144,15 @@ def load(
     builder function is never called from a name in the file). A file from `trainer.save`
     also brings back the loss, optimizer and metrics recorded by name (each given argument
     wins), the optimizer's state, the counters and the history, so `fit` continues the epoch
-    count. Other files give weights only: a run's `last.ckpt` (with its optimizer state,
-    counters and history), a plain `state_dict` (`.pt`) or a `.safetensors` export; the trainer
-    then has exactly the loss, optimizer and metrics passed here.
+    count, and the step options, so each step is made as before. Other files give weights
+    only: a run's `last.ckpt` (with its optimizer state, counters and history), a plain
+    `state_dict` (`.pt`) or a `.safetensors` export; the trainer then has exactly the loss,
+    optimizer, metrics and step options passed here (`Trainer`'s defaults for the others).
+
+    The step options (`precision`, `accumulate`, `clip_norm`, `clip_value`, `nonfinite`) left
+    at `RECORDED` keep the file's values; any value passed wins, `None` included:
+    `clip_norm=None` turns recorded clipping off. Clipping is one choice: passing `clip_norm`
+    or `clip_value` replaces both recorded values.
 
     Args:
         path: The file.
@@ -146,18 +166,25 @@ def load(
         device: Where to put the model, as for `Trainer`.
         dir: The new trainer's experiment directory, as for `Trainer`.
         progress: Add a progress bar, as for `Trainer`.
+        precision: As for `Trainer`; default: as recorded (a recorded `"fp16"` loaded off
+            CUDA, where it cannot run, becomes `"32"` with a warning).
+        accumulate: As for `Trainer`; default: as recorded.
+        clip_norm: As for `Trainer` (`None`: no clipping by norm); default: as recorded.
+        clip_value: As for `Trainer` (`None`: no clipping by value); default: as recorded.
+        nonfinite: As for `Trainer`; default: as recorded.
 
     Raises:
         ValueError: If the model cannot be rebuilt, its weights come from another architecture
             (the message names the keys and shapes), something not recorded by name is not
-            given, or the file is not one kiln reads; each message says what to pass.
+            given, a recorded step option is damaged or unknown (and not passed), or the file
+            is not one kiln reads; each message names the file and says what to pass.
         CheckpointError: If the file is missing or holds anything but tensors and plain data.
 
     Example:
         >>> import tempfile, torch, kiln
         >>> X, Y = torch.randn(32, 4), torch.randint(0, 3, (32,))
         >>> trainer = kiln.Trainer(kiln.MLP(4, [8], 3), loss="cross_entropy", device="cpu",
-        ...                        progress=False)
+        ...                        progress=False, accumulate=2, clip_norm=1.0)
         >>> _ = trainer.fit((X, Y), epochs=2)
         >>> path = save_trainer(trainer, tempfile.mkdtemp() + "/run.kiln")
         >>> loaded = kiln.load(path, device="cpu", progress=False)
@@ -165,6 +192,8 @@ def load(
         True
         >>> len(loaded.fit((X, Y), epochs=1))
         3
+        >>> # accumulate=2 as recorded, and no clipping from here on:
+        >>> unclipped = kiln.load(path, device="cpu", progress=False, clip_norm=None)
     """
     path = Path(path)
     source = str(path)
@@ -175,6 +204,14 @@ def load(
     else:
         contents = _read_kiln_file(path)
         weights = contents["trainer"]["model"] if "trainer" in contents else contents["weights"]
+    given_steps = {
+        "precision": precision,
+        "accumulate": accumulate,
+        "clip_norm": clip_norm,
+        "clip_value": clip_value,
+        "nonfinite": nonfinite,
+    }
+    steps = step_arguments(contents.get("step"), given_steps, source)  # checked before building
     net = model if model is not None else _rebuild(contents.get("recipe"), builder, source)
     if not isinstance(net, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; received {type(net).__name__}.")
@@ -183,13 +220,34 @@ def load(
     arguments = given if records is None else rebuild_components(records, net, given, source)
     from kiln.trainer import Trainer  # here: trainer.py imports this module for Trainer.save
 
+    if precision is RECORDED and steps.get("precision") == "fp16":
+        steps["precision"] = _recorded_fp16(device, source)
     trainer = Trainer(
-        net, callbacks=callbacks, device=device, dir=dir, progress=progress, **arguments
+        net, callbacks=callbacks, device=device, dir=dir, progress=progress, **arguments, **steps
     )
     if "trainer" in contents:
         saved_class = None if records is None else records["optimizer"].get("target")
         _restore_run(trainer, contents["trainer"], saved_class, source)
     return trainer
+
+
+def _recorded_fp16(device: str | int | bool | torch.device | None, source: str) -> str:
+    """The precision for a recorded `"fp16"`: itself on CUDA, else `"32"` with a warning.
+
+    A run trained in fp16 on a GPU is often loaded on a laptop to predict; refusing the file
+    there would help no one, and float16 autocast does not run off CUDA.
+    """
+    from kiln.devices import resolve_device  # noqa: PLC0415  (light, but only needed here)
+
+    placed = resolve_device(device)
+    if placed.type == "cuda":
+        return "fp16"
+    warnings.warn(
+        f"{source} recorded precision='fp16', which runs on CUDA only; the trainer loaded on "
+        f"{placed} computes in full precision ('32'). Pass precision= to kiln.load to choose.",
+        stacklevel=3,
+    )
+    return "32"
 
 
 def _rebuild(recipe: Any, builder: Callable[..., nn.Module] | None, source: str) -> nn.Module:
@@ -215,7 +273,8 @@ def _read_kiln_file(path: Path) -> dict[str, Any]:
             )
         records = check_records(contents, str(path))
         state = _check_trainer_state(contents.get("trainer"), path)
-        return {"recipe": contents.get("recipe"), "records": records, "trainer": state}
+        recipe, step = contents.get("recipe"), contents.get("step")  # no step: an older save
+        return {"recipe": recipe, "records": records, "step": step, "trainer": state}
     if isinstance(contents, dict) and {"format", "model", "optimizer", "state"} <= set(contents):
         return {"trainer": _check_trainer_state(contents, path)}  # a run's last.ckpt
     if isinstance(contents, dict) and isinstance(contents.get("model"), dict):
