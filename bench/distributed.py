@@ -8,7 +8,7 @@ GPUs). The scaling efficiency is (2-process throughput) / (2 x 1-process through
 the second process doubles the throughput. Each rank trains on its own shard of the same size
 (weak scaling: a rank's batch is 64 whatever the number of ranks).
 
-Two contenders run in the same processes, one epoch each in turn (the order reversed every
+Three contenders run in the same processes, one epoch each in turn (the order reversed every
 other round), and the tables give medians over the rounds:
 
 - **torch DDP**, the baseline: the loop a careful user writes, the model in
@@ -17,7 +17,11 @@ other round), and the tables give medians over the rounds:
   backward, Adam step;
 - **kiln**: `kiln.Trainer(model, loss="cross_entropy").fit(kiln.Data((X, Y), batch_size=64,
   shuffle=True), epochs=1)` on the whole data set, which kiln cuts per rank, the model in DDP
-  on 2 processes (on 1, with no process group to join, it trains the model itself).
+  on 2 processes (on 1, with no process group to join, it trains the model itself);
+- **kiln, accumulate=4**: the same with `Trainer(..., accumulate=4)`, one optimizer step per 4
+  batches, whose gradients are reduced over the ranks once per step (DDP's `no_sync` for the
+  first 3): what gradient accumulation saves in communication (and optimizer steps). Its
+  "kiln / torch" cells stay empty: the loops differ.
 
 How: the ranks are started by `kiln.distributed.launch.launch` (torch's elastic launcher), one
 launch per model and process count; in each rank, both contenders train their own model, built
@@ -51,7 +55,9 @@ import kiln
 from kiln.distributed.launch import launch
 
 BATCH = 64  # per rank
-CONTENDERS = ("torch DDP", "kiln")
+ACCUMULATE = 4  # batches per optimizer step of the third contender
+ACCUMULATING = f"kiln, accumulate={ACCUMULATE}"
+CONTENDERS = ("torch DDP", "kiln", ACCUMULATING)
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,13 @@ def measure_rank(model: Model, rounds: int, device: str) -> dict[str, list[float
     ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids) if world > 1 else net
     optimizer = torch.optim.Adam(ddp.parameters(), lr=1e-3)
     trainer = kiln.Trainer(model.build(), loss="cross_entropy", device=str(where), progress=False)
+    accumulating = kiln.Trainer(
+        model.build(),
+        loss="cross_entropy",
+        device=str(where),
+        progress=False,
+        accumulate=ACCUMULATE,
+    )
     data = kiln.Data((inputs, targets), batch_size=BATCH, shuffle=True)
 
     def run(contender: str, epoch: int) -> float:
@@ -123,6 +136,8 @@ def measure_rank(model: Model, rounds: int, device: str) -> dict[str, list[float
         started = time.perf_counter()
         if contender == "kiln":
             trainer.fit(data, epochs=1)
+        elif contender == ACCUMULATING:
+            accumulating.fit(data, epochs=1)
         else:
             torch_epoch(ddp, optimizer, shard_inputs, shard_targets, epoch)
         if device == "cuda":

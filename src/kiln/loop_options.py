@@ -95,11 +95,15 @@ class StepOptions:
     Args:
         precision: `"32"` (default), `"bf16"` (bfloat16 autocast on the CPU or CUDA) or
             `"fp16"` (float16 autocast with a `torch.amp.GradScaler`, CUDA only).
-        accumulate: Batches whose gradients are summed into one optimizer step.
+        accumulate: Batches whose gradients are summed into one optimizer step. Under
+            `torchrun` they are reduced over the ranks once, at the group's last batch.
         clip_norm: Clip the gradients' total 2-norm to this value before each step.
         clip_value: Clip each gradient element to `[-clip_value, clip_value]` instead.
         nonfinite: What a NaN or infinite training loss does: `"raise"` stops the run with
             an error before the optimizer step; `"skip"` leaves the batch out and counts it.
+            Under `torchrun`, `"skip"` leaves a batch out on every rank when its loss is not
+            finite on any one (the ranks agree by an all-reduce of a flag, each batch), so
+            their weights and `skipped_batches` stay the same.
         compile: Compile the model's forward with `torch.compile` (eager if that fails).
 
     Example:

@@ -30,6 +30,14 @@ then comes at the end of the epoch (naming the first bad batch), the weights in 
 usable (with fp16, whose gradient scaler skips steps with non-finite gradients, they stay
 finite), and no checkpoint is written with them. `nonfinite="skip"` must decide batch by batch,
 so it reads every loss: on an accelerator, that wait is its cost.
+
+Several processes (`torchrun`; `kiln.distributed.Replicas`). Each batch's forward and backward
+run inside `gradient_sync(batch_idx)`: with accumulation, the batches of a group before its last
+keep their gradients on each rank, and the last one's backward reduces the group's sum once
+(not once a batch). A group whose last batch reduced nothing (skipped, or the end of data
+without a length) is averaged over the ranks before its step. With `nonfinite="skip"` the
+ranks agree on each batch (one all-reduce of a flag): a loss that is not finite on one rank
+skips the batch on all, so their weights and step counts stay equal.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,8 +57,12 @@ from kiln.loop_options import StepOptions
 from kiln.step import StepOutput
 
 if TYPE_CHECKING:
+    from kiln.distributed.replicas import Replicas
     from kiln.state import TrainState
     from kiln.tracking import PassTracker
+
+#: The context of a batch whose backward reduces its gradients as usual (reusable).
+_AS_USUAL: AbstractContextManager[None] = nullcontext()
 
 
 def nonfinite_error(
@@ -96,6 +109,9 @@ class Stepper:
             give another (`begin_pass`): a trainer whose optimizer was replaced (wrapped in
             Lookahead, say) steps the new one.
         device: The training device: it decides autocast and how losses are checked.
+        replicas: The trainer's processes under `torchrun`, or None (one process, or a
+            stepper of its own, such as the LR finder's): when and how gradients are reduced
+            over the ranks, and whether a batch is skipped on every rank.
 
     Raises:
         ValueError: For a precision the device cannot run (`"fp16"` off CUDA).
@@ -113,7 +129,11 @@ class Stepper:
     """
 
     def __init__(
-        self, options: StepOptions, optimizer: torch.optim.Optimizer | None, device: torch.device
+        self,
+        options: StepOptions,
+        optimizer: torch.optim.Optimizer | None,
+        device: torch.device,
+        replicas: Replicas | None = None,
     ) -> None:
         self.options, self.optimizer = options, optimizer
         self.autocast = autocast(options.precision, device)
@@ -130,6 +150,11 @@ class Stepper:
         self._tracker: PassTracker | None = None
         self._epoch = 0  # the current training pass's epoch, 1-based
         self._params: list[Tensor] = []
+        self._replicas = replicas if replicas is not None and replicas.enabled else None
+        #: Several ranks with `nonfinite="skip"`: they agree on each batch's skip.
+        self._agree = self._replicas is not None and options.nonfinite == "skip"
+        self._keeps = False  # this pass's groups keep gradients on each rank until their last
+        self._unreduced = False  # the group's gradients hold batches not reduced over the ranks
 
     @staticmethod
     def _parameters(optimizer: torch.optim.Optimizer | None) -> list[Tensor]:
@@ -156,9 +181,25 @@ class Stepper:
         tail = 0 if num_batches is None else num_batches % group
         self._tail_start = None if tail == 0 or num_batches is None else num_batches - tail
         self._tail_size = tail
+        replicas = self._replicas
+        self._keeps = (
+            replicas is not None
+            and group > 1
+            and replicas.keeps_gradients(num_batches is not None, self.options.nonfinite == "skip")
+        )
         if first == 0:
             self.skipped = 0
-            self._has_grads = False
+            self._has_grads = self._unreduced = False
+
+    def gradient_sync(self, batch_idx: int) -> AbstractContextManager[Any]:
+        """The context of batch `batch_idx`'s forward and backward.
+
+        Under `torchrun` with `accumulate`, a batch before its group's last keeps its gradients
+        on each rank (DDP's `no_sync`); otherwise, and in one process, it does nothing.
+        """
+        if not self._keeps or self.ends_group(batch_idx):
+            return _AS_USUAL
+        return self._replicas.sync_gradients(False)  # type: ignore[union-attr]  # _keeps
 
     def backward(self, output: StepOutput, state: TrainState) -> StepOutput:
         """Check the batch's loss, then run backward; return the output to track.
@@ -173,7 +214,10 @@ class Stepper:
         self._in_group += 1
         if self.check_each_step:
             value = loss.item()
-            if not math.isfinite(value):
+            finite = math.isfinite(value)
+            if self._agree:  # skipped on every rank if its loss is not finite on one
+                finite = self._replicas.all_finite(finite)  # type: ignore[union-attr]  # _agree
+            if not finite:
                 if self.options.nonfinite == "raise":
                     raise nonfinite_error(value, state.epoch + 1, state.batch_idx, state.step)
                 self.skipped += 1
@@ -187,6 +231,8 @@ class Stepper:
             loss = self.scaler.scale(loss)
         loss.backward()  # type: ignore[no-untyped-call]
         self._has_grads = True
+        if self._keeps:  # a group's last backward reduces what the others kept
+            self._unreduced = not self.ends_group(state.batch_idx)
         return output
 
     def ends_group(self, batch_idx: int) -> bool:
@@ -201,8 +247,11 @@ class Stepper:
         """
         optimizer, scaler, options = self.optimizer, self.scaler, self.options
         self._in_group = 0
+        unreduced, self._unreduced = self._unreduced, False
         if optimizer is None or not self._has_grads:
             return False
+        if unreduced:  # its last batch reduced nothing: skipped, or data without a length
+            self._replicas.average_gradients(self._params)  # type: ignore[union-attr]
         if scaler is not None:
             scaler.unscale_(optimizer)
         if before_step is not None:
@@ -284,9 +333,19 @@ class Stepper:
         Raises:
             FloatingPointError: If losses left on the device were not finite: no checkpoint is
                 written with the weights they produced.
+            RuntimeError: Under `torchrun`, inside an accumulation group whose gradients are
+                still each rank's own (rank 0 writes the checkpoint: the others' would be lost).
         """
         if not self.check_each_step:
             self._raise_first_nonfinite()
+        if self._unreduced:
+            raise RuntimeError(
+                "A checkpoint was asked for inside a gradient accumulation group, under torchrun: "
+                "until the group's last batch each rank holds its own gradients, and the "
+                "checkpoint would keep only one rank's. Save at the end of a group (after an "
+                "optimizer step, as `StepCheckpoint(every_n_steps=...)` and the end of an epoch "
+                "do)."
+            )
         pending = self._has_grads and self._in_group > 0
         return {
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
@@ -316,6 +375,7 @@ class Stepper:
         for param, grad in zip(params, grads, strict=True):
             param.grad = None if grad is None else grad.to(param.device)
         self._has_grads = any(grad is not None for grad in grads)
+        self._unreduced = False  # saved reduced: the same on every rank
         self.skipped = int(state.get("skipped", 0))
 
 

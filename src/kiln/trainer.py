@@ -98,7 +98,8 @@ class Trainer(StepMethods, Evaluating, Predicting, TrainerFiles, TrainerTools):
         clip_norm: Clip the gradients' total norm to this, after `before_optimizer_step`.
         clip_value: Clip each gradient element to `[-clip_value, clip_value]` instead.
         nonfinite: A NaN or infinite training loss: `"raise"` stops with `FloatingPointError`
-            before the optimizer step; `"skip"` leaves the batch out (`skipped_batches`).
+            before the optimizer step; `"skip"` leaves the batch out (`skipped_batches`), on
+            every rank if its loss is not finite on any.
         compile: Compile the model's forward with `torch.compile` (eager if that fails).
         strategy: Under `torchrun` (`WORLD_SIZE` > 1): `"ddp"`, or `"fsdp"` to shard the
             parameters over the ranks (see `kiln.distributed`).
@@ -149,7 +150,7 @@ class Trainer(StepMethods, Evaluating, Predicting, TrainerFiles, TrainerTools):
             compile_model(self.model)
         self.loss: LossFunction | None = resolve_loss(loss)
         self.optimizer = None if optimizer is None else resolve_optimizer(optimizer, model, lr)
-        self._steps = Stepper(options, self.optimizer, self.device)
+        self._steps = Stepper(options, self.optimizer, self.device, self._replicas)
         self.metrics = resolve_metrics(metrics, **metric_flags(self.loss))
         callbacks = list(callbacks or [])
         if progress and not any(isinstance(cb, ProgressBar) for cb in callbacks):
@@ -319,9 +320,10 @@ class Trainer(StepMethods, Evaluating, Predicting, TrainerFiles, TrainerTools):
             state.batch_idx, state.batch = batch_idx, batch
             if batch_start:
                 callbacks(Event.TRAIN_BATCH_START, self)
-            with steps.autocast:
-                output = self._run_step(TRAIN, batch, batch_idx)
-            output = steps.backward(output, state)  # checks the loss, divides it to accumulate
+            with steps.gradient_sync(batch_idx):  # several ranks: reduced at a group's end
+                with steps.autocast:
+                    output = self._run_step(TRAIN, batch, batch_idx)
+                output = steps.backward(output, state)  # checks the loss, divides it to accumulate
             group_end = steps.ends_group(batch_idx)
             if group_end and steps.step(before_step):  # unscale, BEFORE_OPTIMIZER_STEP, clip
                 state.step += 1

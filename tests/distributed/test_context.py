@@ -117,3 +117,17 @@ def test_a_mid_epoch_checkpoint_of_two_ranks_does_not_resume_on_one():
     state["ranks"] = [{"rng": state["rng"], "position": None}] * 2
     with pytest.raises(ValueError, match="saved inside an epoch by 2 process.*this run has 1"):
         trainer.load_state_dict(state)
+
+
+def test_references_to_the_group_are_released_before_it_is_destroyed_at_exit(monkeypatch):
+    # A group destroyed at interpreter shutdown, still held by a DDP reducer, can abort the
+    # process; kiln's exit handler drops those references first, then collects, then destroys.
+    from kiln.distributed import context as context_module
+
+    calls: list[str] = []
+    monkeypatch.setattr(context_module, "_RELEASE_AT_EXIT", [])
+    context_module.release_at_exit(lambda: calls.append("first registered"))
+    context_module.release_at_exit(lambda: calls.append("last registered"))
+    monkeypatch.setattr(context_module.gc, "collect", lambda: calls.append("collect"))
+    context_module._destroy()
+    assert calls == ["last registered", "first registered", "collect"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,14 +212,35 @@ def setup(
         if chosen == "nccl":
             options["device_id"] = placed  # binds the communicator now, not at first use
         init_process_group(chosen, wait, **options)
-        if chosen == "nccl":  # NCCL asks for it; gloo's teardown at exit can abort instead
-            atexit.register(_destroy)
+        atexit.register(_destroy)
     return DistributedContext(
         dist.get_rank(), dist.get_world_size(), local_rank, placed, dist.get_backend()
     )
 
 
+#: What `_destroy` calls first: each drops a reference that keeps the process group alive.
+_RELEASE_AT_EXIT: list[Callable[[], None]] = []
+
+
+def release_at_exit(release: Callable[[], None]) -> None:
+    """Have `release` called at exit, before the process group kiln made is destroyed.
+
+    A process group still referenced when the interpreter shuts down (by a DDP wrapper's
+    reducer, say) is destroyed among the C++ static objects, where gloo can abort the process
+    ("terminate called without an active exception", about one torchrun run in ten here), and
+    torchrun then reports the rank as failed. So holders of such references register a
+    `release` that drops them, and the group is destroyed while Python still runs.
+
+    Example:
+        >>> release_at_exit(lambda: None)
+    """
+    _RELEASE_AT_EXIT.append(release)
+
+
 def _destroy() -> None:
+    for release in reversed(_RELEASE_AT_EXIT):
+        release()
+    gc.collect()  # the wrappers just released, and those of trainers already dropped
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

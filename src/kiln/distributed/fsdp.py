@@ -11,14 +11,19 @@ ordinary CPU tensors on rank 0, with the optimizer's state numbered the way
 `optimizer.state_dict()` numbers it for an unsharded model, so that a file saved from a sharded
 run loads into a plain one and back. `load_full_state` does the reverse.
 
-What lives here: sharding and whole-state transfer. What does not: sharded checkpoints of a run
-(`dcp.py`), starting ranks (`launch.py`), DDP and the process group from torchrun's environment
-(the rest of `kiln.distributed`).
+With gradient accumulation, `no_gradient_sync` keeps the gradients of a group's batches before
+its last on each rank (FSDP2's `set_requires_gradient_sync(False)`): the group's last backward
+reduce-scatters them all at once.
+
+What lives here: sharding, gradient accumulation without reduction, and whole-state transfer.
+What does not: sharded checkpoints of a run (`dcp.py`), starting ranks (`launch.py`), DDP and
+the process group from torchrun's environment (the rest of `kiln.distributed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch.distributed as dist
@@ -175,6 +180,37 @@ def is_sharded(model: nn.Module) -> bool:
         False
     """
     return isinstance(model, FSDPModule)
+
+
+@contextmanager
+def no_gradient_sync(model: nn.Module) -> Iterator[None]:
+    """Inside, backward keeps the gradients on this rank; the first backward after reduces them.
+
+    Enclose the forward and backward of every batch of an accumulation group but the last.
+    The unsharded gradients are held until then: memory that grows with the model, not the
+    group.
+
+    Args:
+        model: The model sharded by `shard_model` (its root).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from kiln.distributed.launch import single_process_group
+        >>> with single_process_group():
+        ...     net = shard_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+        ...     with no_gradient_sync(net):
+        ...         net(torch.randn(3, 4)).sum().backward()
+        ...     net(torch.randn(3, 4)).sum().backward()  # reduces both batches' gradients
+        ...     net[0].weight.grad is not None
+        True
+    """
+    sharded: Any = model  # an FSDPModule: the class `fully_shard` gave it
+    sharded.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        sharded.set_requires_gradient_sync(True)
 
 
 def _parameter_names(model: nn.Module, optimizer: Optimizer) -> list[str]:

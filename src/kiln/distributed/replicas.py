@@ -8,6 +8,11 @@ returns its input or does nothing, so the loop reads the same either way. Under 
   `training_step` (which calls `self(x)`, bypassing a plain DDP wrapper: the well-known trap),
   or a `Trainer` subclass's step. Validation, evaluation and prediction use the model itself;
 - the data is sharded per rank (`sharding.py`), with the shuffling seed agreed from rank 0;
+- with gradient accumulation, the gradients are reduced over the ranks once per optimizer
+  step: the batches of a group before its last run (forward and backward) inside DDP's
+  `no_sync()` (FSDP: `set_requires_gradient_sync(False)`), as Lightning and Accelerate do;
+- with `nonfinite="skip"`, a batch whose loss is NaN or infinite on any rank is skipped on
+  every rank (one all-reduce of a flag a batch, in that mode only), so the ranks stay equal;
 - each pass's losses, logged values and metrics are summed over the ranks before they are
   computed, so every rank logs the same values, those of one process over all the data;
 - a stop asked for on any rank (early stopping, a stop file, a callback) takes effect on every
@@ -23,15 +28,18 @@ for each rank's random state and writes from rank 0).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+import torch.distributed as dist
+from torch import Tensor, nn
 
 from kiln.distributed import collectives
-from kiln.distributed.context import DistributedContext
+from kiln.distributed.context import DistributedContext, release_at_exit
 from kiln.distributed.sharding import shard
 from kiln.loop_options import spent_budget
 
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
 
 #: The ways the model can be spread over the ranks.
 STRATEGIES = ("ddp", "fsdp")
+#: The context of a batch whose gradients are reduced as usual (reusable, costs nothing).
+_AS_USUAL: AbstractContextManager[None] = nullcontext()
 
 
 class StepForward(nn.Module):
@@ -85,6 +95,13 @@ def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
     return DistributedDataParallel(StepForward(model), device_ids=ids)
 
 
+def _release_wrapper(replicas: weakref.ref[Replicas]) -> None:
+    """Drop the DDP wrapper of `replicas`, if it still lives (its reducer holds the group)."""
+    alive = replicas()
+    if alive is not None:
+        alive._ddp = alive._ddp_of = None
+
+
 class Replicas:
     """The trainer's side of a run on several processes; in one process, pass-through.
 
@@ -96,7 +113,7 @@ class Replicas:
 
     Example:
         >>> import torch
-        >>> from kiln.distributed.context import DistributedContext
+        >>> from kiln.distributed.context import DistributedContext, release_at_exit
         >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
         >>> step = lambda batch, index: batch
         >>> replicas.training_step(step) is step, replicas.shard([1, 2], train=True)
@@ -114,6 +131,7 @@ class Replicas:
         self.sharded = self.enabled and strategy == "fsdp"
         self._ddp: nn.Module | None = None
         self._ddp_of: nn.Module | None = None
+        self._sharded_model: nn.Module | None = None  # fsdp: the model, to switch its syncing
         #: The seed of the order of shuffled DataLoaders, agreed by the ranks and checkpointed.
         self.loader_seed: int | None = None
 
@@ -144,8 +162,91 @@ class Replicas:
 
     def prepare(self, model: nn.Module) -> None:
         """Wrap `model` for training (once per model; copies rank 0's weights everywhere)."""
-        if self.enabled and self.strategy == "ddp" and self._ddp_of is not model:
+        if self.sharded:
+            self._sharded_model = model
+        elif self.enabled and self.strategy == "ddp" and self._ddp_of is not model:
+            if self._ddp is None:  # the first wrapper: drop it at exit, before the group goes
+                release_at_exit(partial(_release_wrapper, weakref.ref(self)))
             self._ddp, self._ddp_of = wrap_model(model, self.context), model
+
+    def sync_gradients(self, sync: bool) -> AbstractContextManager[Any]:
+        """The context of a batch's forward and backward: `sync=False` keeps its gradients here.
+
+        Outside it (and with `sync=True`), backward reduces the gradients over the ranks, those
+        accumulated by earlier batches included. DDP decides in its forward whether the next
+        backward reduces, so the forward must run inside the context too. In one process, and
+        before `prepare`, it does nothing.
+
+        Example:
+            >>> import torch
+            >>> from kiln.distributed.context import DistributedContext, release_at_exit
+            >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
+            >>> with replicas.sync_gradients(False):  # one process: nothing to reduce
+            ...     pass
+        """
+        if sync:
+            return _AS_USUAL
+        if self._ddp is not None:
+            ddp: Any = self._ddp  # DistributedDataParallel
+            context: AbstractContextManager[Any] = ddp.no_sync()
+            return context
+        if self._sharded_model is not None:
+            from kiln.distributed.fsdp import no_gradient_sync  # noqa: PLC0415  # imported already
+
+            return no_gradient_sync(self._sharded_model)
+        return _AS_USUAL
+
+    def keeps_gradients(self, sized: bool, skips: bool) -> bool:
+        """Whether the batches of a group before its last may keep their gradients on each rank.
+
+        Under DDP, always: a group whose last batch reduces nothing (skipped, or the end of data
+        without a length) is averaged by `average_gradients`. FSDP keeps such gradients inside
+        its own state, out of that reach, so only when the group's last batch surely runs
+        backward: the data has a length (`sized`) and no batch is skipped (`skips`). Otherwise
+        every batch's backward reduces, as without accumulation.
+
+        Example:
+            >>> import torch
+            >>> from kiln.distributed.context import DistributedContext, release_at_exit
+            >>> Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None)).keeps_gradients(
+            ...     sized=True, skips=False)
+            False
+        """
+        if not self.enabled:
+            return False
+        return not self.sharded or (sized and not skips)
+
+    def average_gradients(self, params: Iterable[Tensor]) -> None:
+        """Average the gradients of `params` over the ranks now (DDP; in one process: nothing).
+
+        For a group whose gradients were kept on each rank and whose last batch reduced none:
+        it was skipped for a non-finite loss, or ended data without a length, where the group's
+        end is known only after its last batch.
+        """
+        grads = [param.grad for param in params if param.grad is not None]
+        if self._ddp is None or not grads:
+            return
+        flat = torch.cat([grad.reshape(-1) for grad in grads])  # one exchange for all of them
+        dist.all_reduce(flat)
+        flat /= self.context.world_size
+        parts = torch.split(flat, [grad.numel() for grad in grads])
+        for grad, mean in zip(grads, parts, strict=True):
+            grad.copy_(mean.view_as(grad))
+
+    def all_finite(self, finite: bool) -> bool:
+        """Whether a batch's loss is finite on every rank (`finite`: on this one).
+
+        Example:
+            >>> import torch
+            >>> from kiln.distributed.context import DistributedContext, release_at_exit
+            >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
+            >>> replicas.all_finite(True), replicas.all_finite(False)
+            (True, False)
+        """
+        if not self.enabled:
+            return finite
+        flag = torch.tensor([0.0 if finite else 1.0], dtype=torch.float64)
+        return bool(collectives.all_reduce(flag.to(self.context.device)).item() == 0)
 
     def training_step(self, step: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
         """Return `step` to run inside DDP's forward (in one process: `step` itself)."""
