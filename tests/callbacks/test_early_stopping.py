@@ -65,8 +65,20 @@ def test_early_stopping_improvement_resets_the_counter():
     assert (stopper.best, stopper.best_epoch) == (0.5, 5)
     assert stopper.best_logs["val_loss"] == 0.5
     assert trainer.state.epoch == 8
-    assert "did not improve by more than 0.05 for 3 epochs (best val_loss: 0.5000 at epoch 5)" in (
-        trainer.state.stop_reason or ""
+    assert (
+        "did not improve by more than 0.05 for 3 epochs "
+        "(last counted improvement val_loss: 0.5000 at epoch 5)"
+    ) in (trainer.state.stop_reason or "")
+
+
+def test_with_a_threshold_the_stop_names_the_reference_not_the_best():
+    """A smaller gain does not count: the message must not call the reference the best."""
+    stopper = EarlyStopping(patience=2, min_delta=0.05)
+    trainer = run(stopper, [1.0, 0.99, 0.98, 0.97])
+    assert trainer.state.epoch == 3
+    assert trainer.state.stop_reason == (
+        "early stopping: val_loss did not improve by more than 0.05 for 2 epochs "
+        "(last counted improvement val_loss: 1.0000 at epoch 1)"
     )
 
 

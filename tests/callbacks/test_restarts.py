@@ -67,7 +67,7 @@ def test_pytorch_trainer_run_without_progress(capsys):
     assert (stopper.best_epoch, restarts.restarts, trainer.state.epoch) == (1, [3], 5)
     assert trainer.state.stop_reason == (
         "early stopping: val_loss did not improve by more than 0.5% for 4 epochs "
-        "(best val_loss: 1.0000 at epoch 1)"
+        "(last counted improvement val_loss: 1.0000 at epoch 1)"
     )
     assert schedule.restarted_at == [3]
     # Halved after each epoch, back to the initial rate after epoch 3's restart.

@@ -191,9 +191,12 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self._exhausted():
             best = format_value(self.monitor, self.best)
+            # With a threshold, a later value may be a little better without counting: name
+            # the reference for what it is, not "best".
+            since = "last counted improvement" if self._by() else "best"
             trainer.request_stop(
                 f"early stopping: {self.monitor} did not improve{self._by()} for {self.wait} "
-                f"epochs (best {best} at epoch {self.best_epoch})"
+                f"epochs ({since} {best} at epoch {self.best_epoch})"
             )
 
     def _exhausted(self) -> bool:
