@@ -340,6 +340,7 @@ class Trainer(StepMethods, Evaluating, Predicting, TrainerFiles, TrainerTools):
         if state.interrupt is not None and self.dir is not None:
             checkpoints.save_last(self, self.dir)  # unfinished: `resume=True` goes on from here
         state.epoch += 1
+        self._replicas.align_buffers(self.model)  # ddp: rank 0's BatchNorm statistics everywhere
         self._replicas.sync(tracker)  # several processes: the sums of every rank
         values = tracker.compute()
         state.logs = {"epoch": state.epoch, **values, **steps.end_pass(values, state)}

@@ -13,6 +13,8 @@ returns its input or does nothing, so the loop reads the same either way. Under 
   `no_sync()` (FSDP: `set_requires_gradient_sync(False)`), as Lightning and Accelerate do;
 - with `nonfinite="skip"`, a batch whose loss is NaN or infinite on any rank is skipped on
   every rank (one all-reduce of a flag a batch, in that mode only), so the ranks stay equal;
+- at the end of each training pass, rank 0's buffers (BatchNorm's running statistics) are
+  copied to every rank (DDP), so validation and rank 0's checkpoint see one model;
 - each pass's losses, logged values and metrics are summed over the ranks before they are
   computed, so every rank logs the same values, those of one process over all the data;
 - a stop asked for on any rank (early stopping, a stop file, a callback) takes effect on every
@@ -179,7 +181,7 @@ class Replicas:
 
         Example:
             >>> import torch
-            >>> from kiln.distributed.context import DistributedContext, release_at_exit
+            >>> from kiln.distributed.context import DistributedContext
             >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
             >>> with replicas.sync_gradients(False):  # one process: nothing to reduce
             ...     pass
@@ -207,7 +209,7 @@ class Replicas:
 
         Example:
             >>> import torch
-            >>> from kiln.distributed.context import DistributedContext, release_at_exit
+            >>> from kiln.distributed.context import DistributedContext
             >>> Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None)).keeps_gradients(
             ...     sized=True, skips=False)
             False
@@ -233,12 +235,45 @@ class Replicas:
         for grad, mean in zip(grads, parts, strict=True):
             grad.copy_(mean.view_as(grad))
 
+    def align_buffers(self, model: nn.Module) -> None:
+        """Copy rank 0's buffers (BatchNorm's running statistics, say) to every rank (DDP).
+
+        DDP copies them at the start of each training forward, but the last batch of a pass
+        updates each rank's with its own data; validation, which runs on the model itself,
+        would then mix slightly different models, and rank 0 would checkpoint one that no
+        logged value measured. Called at the end of each training pass, this does what DDP
+        would do at the next forward: one broadcast a dtype, of the buffers flattened together.
+        In one process it does nothing; under FSDP too, on purpose: FSDP copies no buffers
+        between ranks itself, and kiln leaves its runs as FSDP makes them.
+
+        Example:
+            >>> import torch
+            >>> from kiln.distributed.context import DistributedContext
+            >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
+            >>> norm = torch.nn.BatchNorm1d(2)
+            >>> replicas.align_buffers(norm)  # one process: nothing to align
+            >>> norm.running_mean
+            tensor([0., 0.])
+        """
+        if self._ddp is None:
+            return
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for buffer in model.buffers():  # floating and integer (`num_batches_tracked`) alike
+            by_dtype.setdefault(buffer.dtype, []).append(buffer)
+        for buffers in by_dtype.values():
+            flat = torch.cat([buffer.detach().reshape(-1) for buffer in buffers])
+            dist.broadcast(flat, src=0)
+            parts = torch.split(flat, [buffer.numel() for buffer in buffers])
+            with torch.no_grad():
+                for buffer, value in zip(buffers, parts, strict=True):
+                    buffer.copy_(value.view_as(buffer))
+
     def all_finite(self, finite: bool) -> bool:
         """Whether a batch's loss is finite on every rank (`finite`: on this one).
 
         Example:
             >>> import torch
-            >>> from kiln.distributed.context import DistributedContext, release_at_exit
+            >>> from kiln.distributed.context import DistributedContext
             >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
             >>> replicas.all_finite(True), replicas.all_finite(False)
             (True, False)
