@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -103,13 +104,13 @@ def torchrun(
     }
     # torchrun's agent shares its store with the restarted ranks, where the keys of the killed
     # attempt remain (pytorch/pytorch#135712); kiln's `init_process_group` puts each attempt
-    # under its own prefix, which the restart test exercises. (Opting out of the shared store
-    # with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 makes rank 0 host a store that can abort
-    # at exit, "terminate called without an active exception", about one run in ten.)
+    # under its own prefix, which the restart test exercises with the store shared.
     environment.pop("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", None)
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env=environment, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="kiln-torchrun-") as logs:  # not left in /tmp
+        command[3:3] = ["--log-dir", logs]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=environment, check=False
+        )
 
 
 def results(out: Path) -> list[dict[str, Any]]:

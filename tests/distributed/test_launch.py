@@ -7,6 +7,7 @@ gloo processes on the CPU) is slow.
 from __future__ import annotations
 
 import sys
+import tempfile
 import types
 from datetime import timedelta
 from pathlib import Path
@@ -109,7 +110,13 @@ def test_a_one_rank_group_lives_for_the_with_block_only():
 
 @pytest.mark.slow
 def test_launch_runs_on_every_rank_and_returns_rank_0s_result():
+    def launch_folders() -> set[Path]:
+        temporary = Path(tempfile.gettempdir())
+        return {*temporary.glob("torchelastic_*"), *temporary.glob("kiln-launch-*")}
+
+    before = launch_folders()
     rank, world, total, threads = launch(launch_script.rank_report, 5, step=2, nprocs=2)
+    assert launch_folders() <= before  # the launcher's log folders are not left behind
     assert (rank, world) == (0, 2)
     assert total == 5 + 7  # both ranks took part, with the keyword argument
     assert threads >= 1

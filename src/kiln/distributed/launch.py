@@ -25,6 +25,7 @@ import os
 import pickle
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -191,6 +192,7 @@ def launch(
         >>> launch(len, [1, 2, 3], nprocs=1)
         3
     """
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     _check_importable(fn)
@@ -215,18 +217,22 @@ def launch(
     if backend is None:
         backend = "gloo" if devices is None else "nccl"
     threads = max(1, (os.cpu_count() or 1) // nprocs)
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nprocs,
-        run_id=f"kiln-{uuid.uuid4().hex[:12]}",
-        rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}",
-        max_restarts=max_restarts,
-        monitor_interval=0.05,
-        start_method="spawn",
-    )
-    results = elastic_launch(config, _run_rank)(fn, args, kwargs, backend, devices, threads)
+    # torch's launcher writes each rank's error file under a new /tmp/torchelastic_* folder and
+    # leaves it there; a failure's message already holds the traceback, so the folder goes.
+    with tempfile.TemporaryDirectory(prefix="kiln-launch-") as logs:
+        config = LaunchConfig(
+            min_nodes=1,
+            max_nodes=1,
+            nproc_per_node=nprocs,
+            run_id=f"kiln-{uuid.uuid4().hex[:12]}",
+            rdzv_backend="c10d",
+            rdzv_endpoint=f"127.0.0.1:{free_port()}",
+            max_restarts=max_restarts,
+            monitor_interval=0.05,
+            start_method="spawn",
+            logs_specs=DefaultLogsSpecs(log_dir=logs),
+        )
+        results = elastic_launch(config, _run_rank)(fn, args, kwargs, backend, devices, threads)
     return results[0]
 
 
