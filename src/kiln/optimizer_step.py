@@ -199,7 +199,7 @@ class Stepper:
         """
         if not self._keeps or self.ends_group(batch_idx):
             return _AS_USUAL
-        return self._replicas.sync_gradients(False)  # type: ignore[union-attr]  # _keeps
+        return self._replicas.no_sync()  # type: ignore[union-attr]  # _keeps
 
     def backward(self, output: StepOutput, state: TrainState) -> StepOutput:
         """Check the batch's loss, then run backward; return the output to track.

@@ -1,4 +1,4 @@
-"""Small runs that several callback tests share: a trainer, its data, a weights recorder."""
+"""Small runs that callback tests share: a trainer, its data, a weights recorder, a crash."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import torch
 from torch import nn
 
 import kiln
+
+
+class Interrupt(kiln.Callback):
+    """Raises before epoch `at` + 1 trains: a crash after `at` epochs were saved."""
+
+    def __init__(self, at: int | None) -> None:
+        self.at = at
+
+    def on_train_epoch_start(self, trainer: kiln.Trainer) -> None:
+        if trainer.state.epoch == self.at:
+            raise RuntimeError("interrupted")
 
 
 def make_trainer(callbacks: list[kiln.Callback], directory: Path | None) -> kiln.Trainer:

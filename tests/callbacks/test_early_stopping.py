@@ -10,6 +10,7 @@ from torch import nn
 
 import kiln
 from kiln.callbacks import EarlyStopping
+from tests.callbacks.runs import Interrupt
 
 
 class ScriptedValues(kiln.Callback):
@@ -264,17 +265,6 @@ def test_early_stopping_rejects_bad_new_arguments(kwargs, error, match):
     """Bad patience and thresholds raise at construction, saying what to pass."""
     with pytest.raises(error, match=match):
         EarlyStopping(**kwargs)
-
-
-class Interrupt(kiln.Callback):
-    """Raises before epoch `at` + 1 trains: a crash after `at` epochs were saved."""
-
-    def __init__(self, at: int | None) -> None:
-        self.at = at
-
-    def on_train_epoch_start(self, trainer: kiln.Trainer) -> None:
-        if trainer.state.epoch == self.at:
-            raise RuntimeError("interrupted")
 
 
 def countdown_run(directory, at: int | None) -> tuple[kiln.Trainer, EarlyStopping]:

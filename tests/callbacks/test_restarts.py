@@ -11,6 +11,7 @@ from torch import nn
 import kiln
 from kiln.callbacks import EarlyStopping
 from kiln.callbacks.restarts import RestartOnPlateau
+from tests.callbacks.runs import Interrupt
 
 
 class ScriptedValues(kiln.Callback):
@@ -189,17 +190,6 @@ def test_restart_monitor_not_logged_is_reported_before_training():
     trainer, data = make_trainer([RestartOnPlateau(2, monitor="val_f2", mode="max")])
     with pytest.raises(ValueError, match=r"RestartOnPlateau\(monitor='val_f2'\) names a value"):
         trainer.fit(data, val=data, epochs=1)
-
-
-class Interrupt(kiln.Callback):
-    """Raises before epoch `at` + 1 trains: a crash after `at` epochs were saved."""
-
-    def __init__(self, at: int | None) -> None:
-        self.at = at
-
-    def on_train_epoch_start(self, trainer: kiln.Trainer) -> None:
-        if trainer.state.epoch == self.at:
-            raise RuntimeError("interrupted")
 
 
 def resumable_run(directory, at: int | None) -> tuple[kiln.Trainer, RestartOnPlateau]:

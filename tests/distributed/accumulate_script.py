@@ -90,20 +90,8 @@ def run(options: dict[str, Any]) -> None:
     with warnings.catch_warnings(record=True) as warned:  # the skipped batches' warnings
         warnings.simplefilter("always")
         trainer.fit(train, epochs=options.get("epochs", 2))
-    weights = {
-        key: (value.full_tensor() if hasattr(value, "full_tensor") else value).clone()
-        for key, value in trainer.model.state_dict().items()
-    }
     result = {
-        "world_size": trainer.distributed.world_size,
-        "weights": weights,
-        "history": [
-            {key: value for key, value in row.items() if key != "time"}
-            for row in trainer.history.epochs
-        ],
-        "batch_losses": list(trainer.history.batch_losses),
-        "evaluation": trainer.evaluate(val).to_dict(),
-        "samples": trainer.state.samples,
+        **script.outcome(trainer, val),
         "step": trainer.state.step,
         "skipped_batches": trainer.state.skipped_batches,
         "reductions": counter.calls,

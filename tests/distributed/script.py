@@ -93,6 +93,25 @@ def run(options: dict[str, Any]) -> None:
         train_and_save(options, model, loss, progress, (train, val), out / f"rank{rank}.pt")
 
 
+def outcome(trainer: kiln.Trainer, val: Any) -> dict[str, Any]:
+    """What a rank's run ended with: weights, history, evaluation, counters (compared by tests)."""
+    return {
+        "world_size": trainer.distributed.world_size,
+        # Sharded (fsdp) weights are gathered whole on every rank: one collective each.
+        "weights": {
+            key: (value.full_tensor() if hasattr(value, "full_tensor") else value).clone()
+            for key, value in trainer.model.state_dict().items()
+        },
+        "history": [
+            {key: value for key, value in row.items() if key != "time"}
+            for row in trainer.history.epochs
+        ],
+        "batch_losses": list(trainer.history.batch_losses),
+        "evaluation": trainer.evaluate(val).to_dict(),
+        "samples": trainer.state.samples,
+    }
+
+
 def train_and_save(
     options: dict[str, Any], model: nn.Module, loss: Any, progress: Any, data: Any, path: Path
 ) -> None:
@@ -119,20 +138,8 @@ def train_and_save(
         train, val=val, epochs=options.get("epochs", 3), resume=options.get("resume", False)
     )
     result = {
-        "world_size": trainer.distributed.world_size,
+        **outcome(trainer, val),
         "attempt": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
-        # Sharded (fsdp) weights are gathered whole on every rank: one collective each.
-        "weights": {
-            key: (value.full_tensor() if hasattr(value, "full_tensor") else value).clone()
-            for key, value in trainer.model.state_dict().items()
-        },
-        "history": [
-            {key: value for key, value in row.items() if key != "time"}
-            for row in trainer.history.epochs
-        ],
-        "batch_losses": list(trainer.history.batch_losses),
-        "evaluation": trainer.evaluate(val).to_dict(),
-        "samples": trainer.state.samples,
         "sharded": type(trainer.model).__name__.startswith("FSDP"),  # fully_shard's class
     }
     if options.get("save"):

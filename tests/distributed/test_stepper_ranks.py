@@ -29,7 +29,7 @@ class FakeReplicas:
 
     def __init__(self, sharded: bool = False, others_finite: bool = True) -> None:
         self.sharded, self.others_finite = sharded, others_finite
-        self.kept: list[int] = []  # batch indices run inside `sync_gradients(False)`
+        self.kept: list[int] = []  # batch indices run inside `no_sync()`
         self.averaged = 0
         self.batch = -1
 
@@ -37,8 +37,7 @@ class FakeReplicas:
         return Replicas.keeps_gradients(self, sized, skips)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
-    def sync_gradients(self, sync: bool) -> Iterator[None]:
-        assert not sync
+    def no_sync(self) -> Iterator[None]:
         self.kept.append(self.batch)
         yield
 

@@ -175,7 +175,8 @@ def setup(
     the context says rank 0 of 1 on `device` resolved as usual. Otherwise the group is
     initialised (unless it is already, by the user or an earlier call) with `backend` (default
     NCCL when this rank's device is a GPU, gloo otherwise), and on a GPU this rank's device
-    becomes the current CUDA device. An NCCL group kiln made is destroyed at exit.
+    becomes the current CUDA device. A group kiln made is destroyed at exit, after the
+    `release_at_exit` hooks.
 
     Args:
         device: `"auto"` (under torchrun: `cuda:LOCAL_RANK`, or the CPU), or any `device`

@@ -227,29 +227,26 @@ def _parameter_names(model: nn.Module, optimizer: Optimizer) -> list[str]:
     return [names[parameter] for parameter in ordered]
 
 
-def _numbered(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """The optimizer state with parameter names replaced by numbers, as `state_dict()` has it."""
-    number = {name: index for index, name in enumerate(names)}
+def _relabel(state: dict[str, Any], label: Any) -> dict[str, Any]:
+    """The optimizer state with each parameter key `k` replaced by `label[k]`."""
     groups = [
-        {**group, "params": [number[name] for name in group["params"]]}
+        {**group, "params": [label[key] for key in group["params"]]}
         for group in state["param_groups"]
     ]
     return {
-        "state": {number[name]: value for name, value in state["state"].items()},
+        "state": {label[key]: value for key, value in state["state"].items()},
         "param_groups": groups,
     }
+
+
+def _numbered(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The optimizer state with parameter names replaced by numbers, as `state_dict()` has it."""
+    return _relabel(state, {name: index for index, name in enumerate(names)})
 
 
 def _named(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """The reverse of `_numbered`."""
-    groups = [
-        {**group, "params": [names[index] for index in group["params"]]}
-        for group in state["param_groups"]
-    ]
-    return {
-        "state": {names[index]: value for index, value in state["state"].items()},
-        "param_groups": groups,
-    }
+    """The reverse of `_numbered`: numbers back to names."""
+    return _relabel(state, names)
 
 
 def full_state(

@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 
 #: The ways the model can be spread over the ranks.
 STRATEGIES = ("ddp", "fsdp")
-#: The context of a batch whose gradients are reduced as usual (reusable, costs nothing).
-_AS_USUAL: AbstractContextManager[None] = nullcontext()
 
 
 class StepForward(nn.Module):
@@ -171,23 +169,21 @@ class Replicas:
                 release_at_exit(partial(_release_wrapper, weakref.ref(self)))
             self._ddp, self._ddp_of = wrap_model(model, self.context), model
 
-    def sync_gradients(self, sync: bool) -> AbstractContextManager[Any]:
-        """The context of a batch's forward and backward: `sync=False` keeps its gradients here.
+    def no_sync(self) -> AbstractContextManager[Any]:
+        """The context of a batch's forward and backward that keeps its gradients on this rank.
 
-        Outside it (and with `sync=True`), backward reduces the gradients over the ranks, those
-        accumulated by earlier batches included. DDP decides in its forward whether the next
-        backward reduces, so the forward must run inside the context too. In one process, and
-        before `prepare`, it does nothing.
+        The next backward outside it reduces the gradients over the ranks, those accumulated
+        inside included. DDP decides in its forward whether the next backward reduces, so the
+        forward must run inside the context too. In one process, and before `prepare`, it does
+        nothing.
 
         Example:
             >>> import torch
             >>> from kiln.distributed.context import DistributedContext
             >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
-            >>> with replicas.sync_gradients(False):  # one process: nothing to reduce
+            >>> with replicas.no_sync():  # one process: nothing to reduce
             ...     pass
         """
-        if sync:
-            return _AS_USUAL
         if self._ddp is not None:
             ddp: Any = self._ddp  # DistributedDataParallel
             context: AbstractContextManager[Any] = ddp.no_sync()
@@ -196,7 +192,7 @@ class Replicas:
             from kiln.distributed.fsdp import no_gradient_sync  # noqa: PLC0415  # imported already
 
             return no_gradient_sync(self._sharded_model)
-        return _AS_USUAL
+        return nullcontext()
 
     def keeps_gradients(self, sized: bool, skips: bool) -> bool:
         """Whether the batches of a group before its last may keep their gradients on each rank.
