@@ -10,7 +10,7 @@ from torch import nn
 from torch._dynamo.exc import TorchDynamoException
 
 import kiln
-from kiln.acceleration import autocast, compile_model, full_precision
+from kiln.loop.precision import autocast, compile_model, full_precision
 
 
 class DtypeProbe(nn.Module):

@@ -1,4 +1,4 @@
-"""Tests of `kiln.batch`: batch formats, calling the model, and nested-batch helpers."""
+"""Tests of `kiln.data.batch`: batch formats, calling the model, and nested-batch helpers."""
 
 from collections import OrderedDict, namedtuple
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from kiln.batch import (
+from kiln.data.batch import (
     batch_size_of,
     call_model,
     concat_outputs,

@@ -79,7 +79,7 @@ def test_cli_errors_are_one_line_and_traceback_shows_them(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("kiln: error: ")
     assert err.count("\n") == 1
-    from kiln.tables import TableError
+    from kiln.tables.read import TableError
 
     with pytest.raises(TableError, match="is empty"):
         main(["--traceback", "fit", str(tmp_path / "empty.csv"), "--target", "y"])

@@ -1,4 +1,4 @@
-"""Tests of `kiln.data`: `Data`, `split`, `split_indices`, `loader`, `find_collate_fn`."""
+"""Tests of `kiln.data.in_memory`: `Data`, `split`, `split_indices`, `loader`, `find_collate_fn`."""
 
 import re
 
@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, TensorDataset
 
 import kiln
-from kiln.data import Data, as_tensor, find_collate_fn, loader, split, split_indices
+from kiln.data.in_memory import Data, as_tensor, find_collate_fn, loader, split, split_indices
 
 
 def _xy(n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

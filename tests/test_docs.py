@@ -56,8 +56,7 @@ def pages() -> list[Path]:
 def resolve(dotted: str) -> object:
     """Find `a.b.c` as mkdocstrings does: the longest importable module, then attributes.
 
-    A submodule wins over an attribute of the same name: `kiln.summary.summary` is the function
-    `summary` of the module `kiln.summary` (which `kiln.summary` means in Python).
+    A submodule wins over an attribute of the same name, as it does in Python.
     """
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import kiln
-from kiln.experiment import find_checkpoint, resolve_task
+from kiln.checkpoint.directory import find_checkpoint
+from kiln.options import apply_task_preset as resolve_task
 
 
 def classification_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

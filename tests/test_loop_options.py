@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import kiln
-from kiln.loop_options import FitOptions, StepOptions, resolve_precision, spent_budget
+from kiln.options import FitOptions, StepOptions, resolve_precision, spent_budget
 
 
 def data():

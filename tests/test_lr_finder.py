@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import kiln
-from kiln.lr_finder import LRFinderResult, lr_find, schedule, smooth_losses
+from kiln.tools.lr_finder import LRFinderResult, lr_find, schedule, smooth_losses
 
 
 def regression(n: int = 64) -> tuple[torch.Tensor, torch.Tensor, float]:

@@ -11,8 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 import kiln
-from kiln import optimizer_step
 from kiln.callbacks.plot_logs import PlotLogs
+from kiln.loop import optimizer_step
 
 
 def make(model: nn.Module, **kwargs) -> kiln.Trainer:

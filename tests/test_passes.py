@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import kiln
 from kiln.callbacks.plot_logs import PlotLogs
-from kiln.passes import Repeated, find_switch_state, switching
+from kiln.loop.passes import Repeated, find_switch_state, switching
 from kiln.testing import EventRecorder
 
 

@@ -13,8 +13,8 @@ from torch import nn
 
 import kiln
 from kiln.checkpoint.files import atomic_save, safe_load
-from kiln.rebuild import recipe_of
-from kiln.saving import export_weights, save_trainer
+from kiln.saving.recipe import recipe_of
+from kiln.saving.trainer_file import export_weights, save_trainer
 
 X = torch.randn(48, 4)
 Y = torch.randint(0, 3, (48,))

@@ -10,8 +10,8 @@ import torch
 
 import kiln
 from kiln.checkpoint.files import atomic_save, safe_load
-from kiln.loop_options import StepOptions
-from kiln.saving import save_trainer
+from kiln.options import StepOptions
+from kiln.saving.trainer_file import save_trainer
 
 X = torch.randn(48, 4)
 Y = torch.randint(0, 3, (48,))

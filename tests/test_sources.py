@@ -1,4 +1,4 @@
-"""Tests of `kiln.sources`: what `fit`, `evaluate` and `predict` accept as data."""
+"""Tests of `kiln.data.sources`: what `fit`, `evaluate` and `predict` accept as data."""
 
 import math
 from collections import namedtuple
@@ -16,8 +16,8 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from kiln.data import Data, split
-from kiln.sources import (
+from kiln.data.in_memory import Data, split
+from kiln.data.sources import (
     DEFAULT_BATCH_SIZE,
     as_batches,
     hold_out,

@@ -1,4 +1,4 @@
-"""Tests of `kiln.summary.summary`: shapes, parameter and multiply-add counts, and cleanliness."""
+"""Tests of `kiln.summary`: shapes, parameter and multiply-add counts, and cleanliness."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from kiln.mult_adds import count_mult_adds
-from kiln.summary import summary
+from kiln.tools.mult_adds import count_mult_adds
+from kiln.tools.summary import summary
 
 
 def torchfusion_mlp() -> nn.Sequential:

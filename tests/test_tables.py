@@ -11,18 +11,18 @@ import torch
 
 import kiln
 from kiln.losses import MixedCriterion
-from kiln.table_kinds import CATEGORICAL_MAX_INTEGERS, ONE_HOT_MAX, embedding_dim
-from kiln.table_metrics import (
+from kiln.tables.kinds import CATEGORICAL_MAX_INTEGERS, ONE_HOT_MAX, embedding_dim
+from kiln.tables.metrics import (
     classification_metrics,
     format_metrics,
     regression_metrics,
     roc_auc,
     write_csv,
 )
-from kiln.table_model import TableNet, build_loss, build_model
-from kiln.table_spec import TableSpec
-from kiln.table_train import TableOptions, split_rows
-from kiln.tables import Table, TableError, as_labels, as_numbers, read_table
+from kiln.tables.model import TableNet, build_loss, build_model
+from kiln.tables.read import Table, TableError, as_labels, as_numbers, read_table
+from kiln.tables.spec import TableSpec
+from kiln.tables.train import TableOptions, split_rows
 
 
 def write(tmp_path, text, name="data.csv"):

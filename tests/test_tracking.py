@@ -1,4 +1,4 @@
-"""Tests of `kiln.tracking` with metrics of every kind, alone and inside whole runs."""
+"""Tests of `kiln.loop.tracking` with metrics of every kind, alone and inside whole runs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import kiln
+from kiln.loop.batch_step import StepOutput
+from kiln.loop.tracking import PassTracker
 from kiln.metrics import F1, ConfusionMatrix
-from kiln.step import StepOutput
-from kiln.tracking import PassTracker
 
 OUTPUT = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
 TARGET = torch.tensor([0, 1, 1])

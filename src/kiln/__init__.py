@@ -15,20 +15,20 @@ Example:
 
 from kiln import callbacks, distributed, metrics, optim, presets
 from kiln.callbacks import Callback
-from kiln.data import Data, loader, split
+from kiln.data.in_memory import Data, loader, split
 from kiln.distributed.launch import launch
 from kiln.estimator import Estimator
 from kiln.events import Event
 from kiln.history import Evaluation, History
-from kiln.lr_finder import LRFinderResult, lr_find
+from kiln.loop.batch_step import StepOutput
 from kiln.modules import MLP
 from kiln.presets import AutoTrainer
-from kiln.rebuild import build
-from kiln.saving import load
+from kiln.saving.recipe import build
+from kiln.saving.trainer_file import load
 from kiln.seed import seed_everything
 from kiln.state import TrainState
-from kiln.step import StepOutput
-from kiln.summary import ModelSummary, summary
+from kiln.tools.lr_finder import LRFinderResult, lr_find
+from kiln.tools.summary import ModelSummary, summary
 from kiln.trainer import Trainer
 
 __version__ = "0.1.0"

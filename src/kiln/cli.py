@@ -61,7 +61,7 @@ def _info() -> int:
 
 
 def _kinds(pairs: Sequence[str] | None) -> dict[str, str]:
-    from kiln.tables import TableError
+    from kiln.tables.read import TableError
 
     kinds = {}
     for pair in pairs or []:
@@ -75,9 +75,9 @@ def _kinds(pairs: Sequence[str] | None) -> dict[str, str]:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from kiln.table_metrics import format_metrics
-    from kiln.table_train import TableOptions, train_table
-    from kiln.tables import read_table
+    from kiln.tables.metrics import format_metrics
+    from kiln.tables.read import read_table
+    from kiln.tables.train import TableOptions, train_table
 
     options = TableOptions(
         epochs=args.epochs,
@@ -116,9 +116,9 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from kiln.table_metrics import write_csv
-    from kiln.table_train import predict_table
-    from kiln.tables import read_table
+    from kiln.tables.metrics import write_csv
+    from kiln.tables.read import read_table
+    from kiln.tables.train import predict_table
 
     columns = predict_table(args.run, read_table(args.data), args.device)
     write_csv(columns, args.output)
@@ -129,9 +129,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from kiln.table_metrics import format_metrics
-    from kiln.table_train import evaluate_table
-    from kiln.tables import read_table
+    from kiln.tables.metrics import format_metrics
+    from kiln.tables.read import read_table
+    from kiln.tables.train import evaluate_table
 
     metrics = evaluate_table(args.run, read_table(args.data), args.device)
     if args.json:

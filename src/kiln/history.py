@@ -91,7 +91,7 @@ class History:
         curves against the epoch, with the best epoch marked and named in the title. In a
         notebook, a cell ending in `history.plot()` shows it; elsewhere, `savefig` it. For
         QuNet's training figure (score and loss panels, the learning rate on a twin axis), see
-        `kiln.plotting.training_figure(history)` and `kiln.callbacks.TrainingPlot`.
+        `kiln.tools.plotting.training_figure(history)` and `kiln.callbacks.TrainingPlot`.
 
         Args:
             keys: A logged name or several (`"loss"` covers `val_loss` too); default every
@@ -111,7 +111,7 @@ class History:
             >>> [axes.get_ylabel() for axes in figure.axes], figure.axes[0].get_title()
             (['loss', 'accuracy'], 'loss (best val_loss: 0.7000 at epoch 2)')
         """
-        from kiln.plotting import logged_figure  # imports matplotlib: only when drawing
+        from kiln.tools.plotting import logged_figure  # imports matplotlib: only when drawing
 
         return logged_figure(self, keys, columns)
 

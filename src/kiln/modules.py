@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from kiln.rebuild import record_recipe
+from kiln.saving.recipe import record_recipe
 
 #: Activation names accepted by `MLP` (QuNet's names, plus a few common ones).
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {

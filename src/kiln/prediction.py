@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from kiln.acceleration import full_precision
-from kiln.batch import concat_outputs, on_device, to_device
-from kiln.passes import with_switch_state
-from kiln.sources import iterate_inputs, num_batches
-from kiln.step import find_model_steps
+from kiln.data.batch import concat_outputs, on_device, to_device
+from kiln.data.sources import iterate_inputs, num_batches
+from kiln.loop.batch_step import find_model_steps
+from kiln.loop.passes import with_switch_state
+from kiln.loop.precision import full_precision
 
 
 class Predicting:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kiln.step import StepOutput
+    from kiln.loop.batch_step import StepOutput
 
 
 @dataclass

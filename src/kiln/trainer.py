@@ -28,32 +28,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from kiln import experiment
-from kiln.acceleration import compile_model
-from kiln.batch import on_device
 from kiln.callbacks.dispatch import CallbackList
 from kiln.callbacks.progress import ProgressBar
+from kiln.checkpoint import directory as experiment_directory
 from kiln.checkpoint import run as checkpoints
-from kiln.checkpoint.position import PassPosition
-from kiln.components import metric_flags
-from kiln.diagnostics import check_can_train, run_first_step
+from kiln.data.batch import on_device
+from kiln.data.sources import as_batches, hold_out, num_batches
 from kiln.distributed.context import setup
 from kiln.distributed.replicas import Replicas
 from kiln.events import Event
 from kiln.history import History
-from kiln.interrupts import stop_on_signals
-from kiln.loop_options import FitOptions, StepOptions, spent_budget
+from kiln.loop.batch_step import StepMethods, StepOutput, find_model_steps, to_step_output
+from kiln.loop.first_batch import check_can_train, run_first_step
+from kiln.loop.optimizer_step import Stepper
+from kiln.loop.passes import repeated, start_epoch, with_switch_state
+from kiln.loop.position import PassPosition
+from kiln.loop.precision import compile_model
+from kiln.loop.signals import stop_on_signals
+from kiln.loop.tracking import PassTracker
 from kiln.losses import LossFunction, resolve_loss
 from kiln.metrics import resolve_metrics
 from kiln.optim import resolve_optimizer
 from kiln.optim.names import OptimizerSpec
-from kiln.optimizer_step import Stepper
-from kiln.passes import repeated, start_epoch, with_switch_state
+from kiln.options import FitOptions, StepOptions, apply_task_preset, spent_budget
 from kiln.prediction import Predicting
-from kiln.sources import as_batches, hold_out, num_batches
+from kiln.saving.components import metric_flags
 from kiln.state import TrainState
-from kiln.step import StepMethods, StepOutput, find_model_steps, to_step_output
-from kiln.tracking import PassTracker
 from kiln.trainer_evaluate import Evaluating
 from kiln.trainer_files import TrainerFiles
 from kiln.trainer_tools import TrainerTools
@@ -86,7 +86,8 @@ class Trainer(StepMethods, Evaluating, Predicting, TrainerFiles, TrainerTools):
         dir: The experiment directory. With it, the whole training state is saved atomically
             to `dir/last.ckpt` after every epoch, so that `fit(..., resume=True)` continues the
             run exactly where it stopped; the best weights by `monitor`, a `log.tsv` and plots
-            are kept there too (`kiln.experiment` has the layout). `None`: nothing on disk.
+            are kept there too (`kiln.checkpoint.directory` has the layout). `None`: nothing on
+            disk.
         progress: Add a `ProgressBar` (unless `callbacks` has one already).
         task: `"classification"` or `"regression"`: a preset of the loss (cross-entropy, MSE),
             metrics (accuracy, MAE) and monitored value, for what is not given.
@@ -141,7 +142,7 @@ class Trainer(StepMethods, Evaluating, Predicting, TrainerFiles, TrainerTools):
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module; received {type(model).__name__}.")
         options = StepOptions(precision, accumulate, clip_norm, clip_value, nonfinite, compile)
-        loss, metrics, self.monitor = experiment.resolve_task(task, loss, metrics, monitor)
+        loss, metrics, self.monitor = apply_task_preset(task, loss, metrics, monitor)
         self.distributed = setup(device)  # under torchrun: joins the group; else one process
         self.device, self._replicas = self.distributed.device, Replicas(self.distributed, strategy)
         self.dir = None if dir is None else Path(dir)
@@ -156,7 +157,7 @@ class Trainer(StepMethods, Evaluating, Predicting, TrainerFiles, TrainerTools):
         if progress and not any(isinstance(cb, ProgressBar) for cb in callbacks):
             callbacks.insert(0, ProgressBar())
         if self.dir is not None:
-            callbacks += experiment.directory_callbacks(self.monitor, callbacks)
+            callbacks += experiment_directory.directory_callbacks(self.monitor, callbacks)
         self.callbacks = callbacks
         self.state = TrainState()
         self.history = History()

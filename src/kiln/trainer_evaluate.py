@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from kiln.data.sources import as_batches
 from kiln.history import Evaluation
-from kiln.sources import as_batches
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from kiln.distributed.replicas import Replicas
-    from kiln.optimizer_step import Stepper
+    from kiln.loop.optimizer_step import Stepper
 
 
 class Evaluating:

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln import experiment, saving
+from kiln.checkpoint import directory as experiment_directory
 from kiln.checkpoint import run as checkpoints
 from kiln.distributed import is_main_process
+from kiln.saving import trainer_file as saving
 
 if TYPE_CHECKING:
     from torch import nn
@@ -64,7 +65,9 @@ class TrainerFiles:
             name: The prefix of the values and of the log file.
             batch_size: Samples per batch for tensors, arrays and Datasets (default 32).
         """
-        return experiment.test_checkpoint(self._trainer(), data, checkpoint, name, batch_size)
+        return experiment_directory.test_checkpoint(
+            self._trainer(), data, checkpoint, name, batch_size
+        )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a self-contained file that `kiln.load(path)` turns back into this trainer.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kiln.callbacks.lr_scheduler import LRScheduler
-from kiln.lr_finder import LRFinderResult, lr_find
-from kiln.summary import ModelSummary, summary
+from kiln.tools.lr_finder import LRFinderResult, lr_find
+from kiln.tools.summary import ModelSummary, summary
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -13,8 +13,8 @@ import torch
 import kiln
 from kiln.callbacks.lr_monitor import LRMonitor
 from kiln.callbacks.tensorboard import BATCH, TensorBoard
+from kiln.loop.batch_step import StepOutput
 from kiln.state import TrainState
-from kiln.step import StepOutput
 from tests.callbacks.runs import fit, make_trainer
 
 pytest.importorskip("tensorboard")

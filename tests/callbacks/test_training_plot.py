@@ -1,4 +1,4 @@
-"""Tests of `kiln.callbacks.training_plot.TrainingPlot` and `kiln.plotting.training_figure`."""
+"""Tests of `TrainingPlot` and `kiln.tools.plotting.training_figure`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import kiln
 from kiln.callbacks.training_plot import TrainingPlot
-from kiln.plotting import moving_average, score_key, training_figure
+from kiln.tools.plotting import moving_average, score_key, training_figure
 
 from .runs import fit, make_trainer
 

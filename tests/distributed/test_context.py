@@ -16,8 +16,8 @@ from kiln.distributed import (
     setup,
 )
 from kiln.distributed.context import DistributedContext
-from kiln.step import StepOutput
-from kiln.tracking import PassTracker
+from kiln.loop.batch_step import StepOutput
+from kiln.loop.tracking import PassTracker
 
 
 def test_one_process_is_rank_zero_of_one(monkeypatch):

@@ -28,7 +28,7 @@ def test_training_shards_make_up_the_one_process_batches(total, world):
     assert len({len(part) for part in parts}) == 1  # every rank takes as many steps
     used = total - total % world
     whole = kiln.Data(torch.arange(total)[:used], batch_size=4 * world)
-    order = kiln.data.permutation(total, 3, 2)[:used]
+    order = kiln.data.in_memory.permutation(total, 3, 2)[:used]
     expected = [sorted(order[i : i + 4 * world].tolist()) for i in range(0, used, 4 * world)]
     assert union_of_steps(parts) == expected
     assert len(whole) == len(expected)
@@ -64,7 +64,7 @@ def test_a_loader_gets_a_rank_sampler_with_its_other_arguments():
     assert isinstance(part.sampler, RankSampler)
     assert (part.batch_size, part.drop_last, part.sampler.shuffle) == (2, True, True)
     part.sampler.set_epoch(1)
-    expected = kiln.data.permutation(10, 5, 1)[1::2].tolist()
+    expected = kiln.data.in_memory.permutation(10, 5, 1)[1::2].tolist()
     assert [int(x) for (batch,) in part for x in batch] == expected[:4]  # drop_last: 2 batches
 
 

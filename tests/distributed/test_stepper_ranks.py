@@ -17,9 +17,9 @@ import torch
 from kiln import TrainState
 from kiln.distributed.context import DistributedContext
 from kiln.distributed.replicas import Replicas
-from kiln.loop_options import StepOptions
-from kiln.optimizer_step import Stepper
-from kiln.step import StepOutput
+from kiln.loop.batch_step import StepOutput
+from kiln.loop.optimizer_step import Stepper
+from kiln.options import StepOptions
 
 
 class FakeReplicas:

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import kiln
 from kiln.callbacks import EarlyStopping
-from kiln.data import split_indices
-from kiln.sources import HOLDOUT_SEED
+from kiln.data.in_memory import split_indices
+from kiln.data.sources import HOLDOUT_SEED
 
 N, FEATURES, CLASSES = 32, 4, 3
 

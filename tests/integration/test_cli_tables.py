@@ -15,9 +15,9 @@ import torch
 import kiln
 from kiln.cli import main
 from kiln.presets import read_auto_record
-from kiln.table_model import build_loss
-from kiln.table_spec import TableSpec
-from kiln.tables import read_table
+from kiln.tables.model import build_loss
+from kiln.tables.read import read_table
+from kiln.tables.spec import TableSpec
 
 datasets = pytest.importorskip("sklearn.datasets")
 QUICK = ["--epochs", "4", "--hidden", "16", "--lr", "0.03", "--quiet", "--device", "cpu"]

@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import kiln
-from kiln import optimizer_step
 from kiln.callbacks import StepCheckpoint
 from kiln.callbacks.plot_logs import PlotLogs
+from kiln.loop import optimizer_step
 
 
 class SimulatedCrashError(Exception):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from kiln.loop.batch_step import StepOutput
+from kiln.loop.tracking import PassTracker
 from kiln.metrics import F1, Accuracy, ConfusionMatrix
 from kiln.metrics.joined import forget, join, predicted_classes
-from kiln.step import StepOutput
-from kiln.tracking import PassTracker
 
 GEN = torch.Generator().manual_seed(11)
 

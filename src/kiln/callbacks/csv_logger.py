@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.callbacks.base import Callback
 from kiln.callbacks.log_files import AppendOnlyLog, check_path_argument
-from kiln.loop_options import check_flags
+from kiln.options import check_flags
 
 if TYPE_CHECKING:
     from pathlib import Path

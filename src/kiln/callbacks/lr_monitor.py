@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kiln.callbacks.base import Callback
-from kiln.loop_options import check_flags
+from kiln.options import check_flags
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer

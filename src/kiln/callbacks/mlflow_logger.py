@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.callbacks.base import Callback
 from kiln.callbacks.log_files import resolve_log_path
 from kiln.callbacks.tensorboard import check_hparams, run_hparams
-from kiln.loop_options import check_flags
+from kiln.options import check_flags
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

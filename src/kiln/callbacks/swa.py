@@ -15,10 +15,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn, update_bn
 
-from kiln.batch import call_model, on_device, split_batch
 from kiln.callbacks.weight_averaging import WeightAverage
 from kiln.checkpoint.rng import get_rng_state, set_rng_state
-from kiln.loop_options import check_flags
+from kiln.data.batch import call_model, on_device, split_batch
+from kiln.options import check_flags
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer

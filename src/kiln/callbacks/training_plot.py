@@ -1,6 +1,7 @@
 """`TrainingPlot`: QuNet's training figure every `period` epochs, in the notebook and on disk.
 
-Every `period` epochs (and after the last one) the callback draws `kiln.plotting.training_figure`
+Every `period` epochs (and after the last one) the callback draws
+`kiln.tools.plotting.training_figure`
 from the whole history (so a resumed run draws the epochs before the interruption too), shows it
 inline when the code runs in a Jupyter kernel, replacing the figure it showed before, writes it
 atomically as a PNG in the run directory, and then lets every callback draw its own figures
@@ -8,7 +9,7 @@ atomically as a PNG in the run directory, and then lets every callback draw its 
 the figure in `TrainingPlot.figure`.
 
 What lives here: when to draw, where the files go, the `plot` event. What does not: the drawing
-(`kiln.plotting`) and the end-of-run figures of every value (`plot_logs.py`).
+(`kiln.tools.plotting`) and the end-of-run figures of every value (`plot_logs.py`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 class TrainingPlot(Callback):
     """Draw the training figure every `period` epochs; show it in a notebook, save it as PNG.
 
-    The figure (see `kiln.plotting.training_figure`) has a score panel (the logged `score`,
+    The figure (see `kiln.tools.plotting.training_figure`) has a score panel (the logged `score`,
     else the first metric, such as `accuracy`) and a loss panel, each with the training and
     validation curves, a dot at each new best validation value, the best value and its epoch
     in the title, and the learning rate on a log-scaled twin axis. Vertical dotted lines mark
@@ -181,7 +182,7 @@ class TrainingPlot(Callback):
     def draw(self, trainer: Trainer) -> Figure:
         """Draw the figure now, show and write it, and call the other callbacks' `on_plot`."""
         from kiln.callbacks.progress import in_notebook
-        from kiln.plotting import show_png, to_png, training_figure
+        from kiln.tools.plotting import show_png, to_png, training_figure
 
         figure = training_figure(
             trainer.history,
@@ -242,7 +243,7 @@ def _title(trainer: Trainer) -> str:
 
 def _write_per_metric(trainer: Trainer, directory: Path) -> list[Path]:
     """TorchFusion's files: `epoch_{e}_loss.png`, `train_{name}_epoch_{e}.png`, `test_...`."""
-    from kiln.plotting import metric_figure, to_png
+    from kiln.tools.plotting import metric_figure, to_png
 
     history, index = trainer.history, trainer.state.epoch - 1
     figures: list[tuple[str, list[float], str, str]] = []

@@ -22,7 +22,7 @@ from kiln.callbacks.base import Callback
 from kiln.checkpoint.files import atomic_save
 from kiln.checkpoint.weights import weights_record
 from kiln.distributed.context import is_main_process
-from kiln.loop_options import check_flags
+from kiln.options import check_flags
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer

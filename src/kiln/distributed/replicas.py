@@ -43,10 +43,10 @@ from torch import Tensor, nn
 from kiln.distributed import collectives
 from kiln.distributed.context import DistributedContext, release_at_exit
 from kiln.distributed.sharding import shard
-from kiln.loop_options import spent_budget
+from kiln.options import spent_budget
 
 if TYPE_CHECKING:
-    from kiln.tracking import PassTracker
+    from kiln.loop.tracking import PassTracker
     from kiln.trainer import Trainer
 
 #: The ways the model can be spread over the ranks.

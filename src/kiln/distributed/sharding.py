@@ -14,7 +14,7 @@ when `N` is a multiple of `W`; with shuffling, different samples each epoch), as
 once, by one rank, and ranks may differ by one sample, so metrics equal one process's exactly.
 
 What lives here: `DataShard`, `RankSampler`, `shard_loader` and `shard`. What does not: agreeing
-on the seed (`replicas.py`) and the data kinds `fit` accepts (`kiln.sources`).
+on the seed (`replicas.py`) and the data kinds `fit` accepts (`kiln.data.sources`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch.utils.data import (
 )
 from torch.utils.data.distributed import DistributedSampler
 
-from kiln.data import Data, permutation
+from kiln.data.in_memory import Data, permutation
 
 
 def _positions(total: int, rank: int, world_size: int, even: bool) -> range:

@@ -44,7 +44,7 @@ from kiln.callbacks import (
     golden_ratio_decay,
 )
 from kiln.checkpoint.run import load_model_state
-from kiln.data import Data
+from kiln.data.in_memory import Data
 from kiln.devices import resolve_device
 from kiln.history import History
 from kiln.losses.mixed import CLASSES, MixedCriterion
@@ -52,7 +52,7 @@ from kiln.presets.files import SaveAverage, SaveBest, model_file, read_auto_reco
 from kiln.presets.inputs import as_dataset, batches, resolve_criterion, split, to_tensor
 from kiln.presets.report import Report
 from kiln.presets.scored import CriterionTrainer, Score
-from kiln.rebuild import (
+from kiln.saving.recipe import (
     RECIPE_ATTRIBUTE,
     check_recipe,
     rebuild_model,

@@ -5,7 +5,7 @@ file to the code and runs code when it is read. Kiln writes tensors and plain da
 back with `torch.load(weights_only=True)`:
 
     {"format": "kiln-auto", "epoch": e, "logs": {...}, "model": state_dict,
-     "recipe": {"kind", "target", "args", "kwargs", "problem"},   # kiln.rebuild
+     "recipe": {"kind", "target", "args", "kwargs", "problem"},   # kiln.saving.recipe
      "criterion": MixedCriterion.state_dict() or None}
 
 The recipe records the builder's import path and arguments, so `AutoTrainer.load(name)` can
@@ -31,7 +31,7 @@ from kiln.callbacks.base import Callback
 from kiln.callbacks.best_average import BestAverage
 from kiln.callbacks.monitor import read_monitored
 from kiln.checkpoint.files import atomic_save, safe_load
-from kiln.rebuild import recipe_of
+from kiln.saving.recipe import recipe_of
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer

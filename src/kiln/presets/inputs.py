@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from kiln.data import Data, loader
+from kiln.data.in_memory import Data, loader
 from kiln.losses.mixed import CLASSES, MixedCriterion
 
 #: The seed of the train/validation split (PytorchTrainer's).

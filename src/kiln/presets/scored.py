@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kiln.batch import batch_size_of, call_model, split_batch
 from kiln.callbacks.base import Callback
-from kiln.step import StepOutput, StepResult
+from kiln.data.batch import batch_size_of, call_model, split_batch
+from kiln.loop.batch_step import StepOutput, StepResult
 from kiln.trainer import Trainer
 
 if TYPE_CHECKING:

@@ -213,7 +213,7 @@ def training_figure(
 
     Example:
         >>> from kiln import History
-        >>> from kiln.plotting import training_figure
+        >>> from kiln.tools.plotting import training_figure
         >>> history = History()
         >>> for epoch, (loss, val_loss) in enumerate([(0.9, 1.0), (0.5, 0.7), (0.3, 0.8)], 1):
         ...     history.append({"epoch": epoch, "loss": loss, "val_loss": val_loss, "lr": 0.01})

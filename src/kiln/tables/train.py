@@ -13,8 +13,8 @@ A run directory holds everything needed to predict (it is also the trainer's `di
 | `table.json`             | the `TableSpec` (columns, kinds, statistics, vocabularies,       |
 |                          | target labels) and the `TableOptions` of the run                 |
 | `summary.json`           | final metrics per target on the training and validation rows     |
-| `log.tsv`, `last.ckpt`,  | the trainer's experiment files (`kiln.experiment`): the log, the |
-| `best/`, `plots/`        | state `--resume` continues, the best weights, the plots          |
+| `log.tsv`, `last.ckpt`,  | the trainer's experiment files (`kiln.checkpoint.directory`):    |
+| `best/`, `plots/`        | the log, the state `--resume` continues, the best weights, plots |
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ import kiln
 from kiln.callbacks import ProgressBar
 from kiln.presets import CriterionTrainer, auto_callbacks
 from kiln.presets.auto import MONITOR
-from kiln.table_metrics import target_metrics
-from kiln.table_model import build_loss, build_model
-from kiln.table_spec import TableSpec
-from kiln.tables import Table, TableError, as_labels, is_missing
+from kiln.tables.metrics import target_metrics
+from kiln.tables.model import build_loss, build_model
+from kiln.tables.read import Table, TableError, as_labels, is_missing
+from kiln.tables.spec import TableSpec
 from kiln.trainer import Trainer
 
 MODEL, SPEC, SUMMARY = "model.kiln", "table.json", "summary.json"
@@ -52,7 +52,7 @@ class TableOptions:
         >>> TableOptions(val=1.5)
         Traceback (most recent call last):
         ...
-        kiln.tables.TableError: --val must be in (0, 1): the fraction of rows held out ...
+        kiln.tables.read.TableError: --val must be in (0, 1): the fraction of rows held out ...
     """
 
     epochs: int = 100

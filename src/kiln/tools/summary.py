@@ -5,7 +5,7 @@ size; hooks on its modules record what each layer received and returned. This is
 `model.summary((1, 28, 28))`: the size excludes the batch dimension, and the table ends with the
 totals and the count of layers by type.
 
-Multiply-adds are counted by `kiln.mult_adds.count_mult_adds`, whose module docstring says for
+Multiply-adds are counted by `kiln.tools.mult_adds.count_mult_adds`, whose module docstring says for
 which layers and how.
 
 What lives here: the hooks, the counts and the table. What does not: `Trainer.summary`, which
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kiln.mult_adds import count_mult_adds, tensors_in
+from kiln.tools.mult_adds import count_mult_adds, tensors_in
 
 Shape = tuple[int, ...]
 
@@ -167,7 +167,7 @@ def summary(
 
     Example:
         >>> import torch
-        >>> from kiln.summary import summary
+        >>> from kiln.tools.summary import summary
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
         >>> table = summary(net, (1, 8, 8))
         >>> table.total_params, table.mult_adds, table.rows[1].output_shapes

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from kiln.step import StepOutput
+from kiln.loop.batch_step import StepOutput
 
 #: Per-step values are stacked into one tensor every this many steps, so that a very long epoch
 #: keeps a few large tensors instead of millions of small ones.
@@ -96,7 +96,7 @@ class PassTracker:
 
     Example:
         >>> import torch
-        >>> from kiln.step import StepOutput
+        >>> from kiln.loop.batch_step import StepOutput
         >>> tracker = PassTracker([])
         >>> tracker.update(StepOutput(torch.tensor(1.0), size=3))
         >>> tracker.update(StepOutput(torch.tensor(3.0), size=1))

@@ -51,15 +51,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from kiln.acceleration import autocast, grad_scaler
-from kiln.batch import slice_batch
-from kiln.loop_options import StepOptions
-from kiln.step import StepOutput
+from kiln.data.batch import slice_batch
+from kiln.loop.batch_step import StepOutput
+from kiln.loop.precision import autocast, grad_scaler
+from kiln.options import StepOptions
 
 if TYPE_CHECKING:
     from kiln.distributed.replicas import Replicas
+    from kiln.loop.tracking import PassTracker
     from kiln.state import TrainState
-    from kiln.tracking import PassTracker
 
 #: The context of a batch whose backward reduces its gradients as usual (reusable).
 _AS_USUAL: AbstractContextManager[None] = nullcontext()

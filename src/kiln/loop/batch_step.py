@@ -15,7 +15,7 @@ from typing import Any, Union
 
 from torch import Tensor, nn
 
-from kiln.batch import batch_size_of, call_model, split_batch
+from kiln.data.batch import batch_size_of, call_model, split_batch
 from kiln.losses import LossFunction
 
 #: What a step method may return: a `StepOutput`, the loss, or a dict with "loss".

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from kiln.batch import split_batch
-from kiln.data import Data
+from kiln.data.batch import split_batch
+from kiln.data.in_memory import Data
+from kiln.loop.batch_step import StepOutput, to_step_output
 from kiln.losses import LossFunction
 from kiln.losses.checks import CLASSES, check_label_range
-from kiln.step import StepOutput, to_step_output
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer

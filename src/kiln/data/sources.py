@@ -13,8 +13,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from kiln.batch import rebuild_sequence, slice_batch
-from kiln.data import Data, as_tensor, check_batch_size, loader, split
+from kiln.data.batch import rebuild_sequence, slice_batch
+from kiln.data.in_memory import Data, as_tensor, check_batch_size, loader, split
 
 #: Samples per batch when `fit` receives raw tensors or a Dataset and no `batch_size`.
 DEFAULT_BATCH_SIZE = 32

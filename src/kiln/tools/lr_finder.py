@@ -33,15 +33,15 @@ import torch
 from torch import Tensor
 
 from kiln.callbacks.base import Callback
-from kiln.checkpoint.position import PassPosition
 from kiln.checkpoint.rng import get_rng_state, set_rng_state
-from kiln.data import Data
-from kiln.diagnostics import check_can_train
+from kiln.data.in_memory import Data
+from kiln.data.sources import as_batches
 from kiln.history import History
-from kiln.optimizer_step import Stepper
-from kiln.sources import as_batches
+from kiln.loop.first_batch import check_can_train
+from kiln.loop.optimizer_step import Stepper
+from kiln.loop.position import PassPosition
+from kiln.loop.tracking import PassTracker
 from kiln.state import TrainState
-from kiln.tracking import PassTracker
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

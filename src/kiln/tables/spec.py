@@ -8,7 +8,7 @@ JSON. What does not: the rules that decide each column's kind and the statistics
 
 Example:
     >>> import numpy as np
-    >>> from kiln.tables import Table
+    >>> from kiln.tables.read import Table
     >>> table = Table(["x", "y"], {"x": np.array([0.5, np.nan, 2.5]),
     ...                           "y": np.array(["no", "yes", "no"], dtype=object)}, "memory")
     >>> spec = TableSpec.infer(table, ["y"])
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from kiln.table_kinds import infer_feature, infer_target, numbers_of
-from kiln.tables import Table, TableError, as_labels, as_numbers, is_missing
+from kiln.tables.kinds import infer_feature, infer_target, numbers_of
+from kiln.tables.read import Table, TableError, as_labels, as_numbers, is_missing
 
 #: The version of the JSON layout written by `TableSpec.save`.
 SPEC_FORMAT = 1
@@ -48,7 +48,7 @@ class TableSpec:
 
     Example:
         >>> import numpy as np
-        >>> from kiln.tables import Table
+        >>> from kiln.tables.read import Table
         >>> table = Table(["c", "y"], {"c": np.array(["a", "b", "a", None], dtype=object),
         ...                           "y": np.array([1.5, 2.0, 4.0, 8.0])}, "memory")
         >>> spec = TableSpec.infer(table, ["y"])

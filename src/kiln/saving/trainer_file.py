@@ -28,7 +28,8 @@ from torch import nn
 
 from kiln.checkpoint import run
 from kiln.checkpoint.files import atomic_save, safe_load
-from kiln.components import (
+from kiln.optim.lookahead import Lookahead
+from kiln.saving.components import (
     check_records,
     describe_loss,
     describe_metrics,
@@ -36,10 +37,9 @@ from kiln.components import (
     metric_flags,
     rebuild_components,
 )
-from kiln.export import WEIGHT_SUFFIXES, export_weights, read_safetensors
-from kiln.optim.lookahead import Lookahead
-from kiln.rebuild import check_recipe, import_path, rebuild_model, recipe_of
-from kiln.saving_steps import RECORDED, Recorded, step_arguments, step_record
+from kiln.saving.export import WEIGHT_SUFFIXES, export_weights, read_safetensors
+from kiln.saving.options_record import RECORDED, Recorded, step_arguments, step_record
+from kiln.saving.recipe import check_recipe, import_path, rebuild_model, recipe_of
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer

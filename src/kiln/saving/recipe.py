@@ -58,7 +58,7 @@ def build(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> nn.Module:
     Example:
         >>> import torch, kiln
         >>> net = kiln.build(torch.nn.Linear, 4, out_features=2)
-        >>> recipe = kiln.rebuild.recipe_of(net)
+        >>> recipe = kiln.saving.recipe.recipe_of(net)
         >>> recipe["target"], recipe["args"], recipe["kwargs"]
         ('torch.nn:Linear', [4], {'out_features': 2})
     """

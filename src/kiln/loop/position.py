@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from kiln.checkpoint.rng import get_rng_state, set_rng_state
-from kiln.data import Data
-from kiln.passes import Repeated
-from kiln.tracking import PassTracker
+from kiln.data.in_memory import Data
+from kiln.loop.passes import Repeated
+from kiln.loop.tracking import PassTracker
 
 
 class PassPosition:
@@ -31,7 +31,7 @@ class PassPosition:
     Example:
         >>> import torch
         >>> from kiln import Data
-        >>> from kiln.tracking import PassTracker
+        >>> from kiln.loop.tracking import PassTracker
         >>> position, tracker = PassPosition(), PassTracker([])
         >>> data = Data(torch.arange(6.0), batch_size=2, shuffle=True, seed=0)
         >>> batches, first = position.begin(data, tracker, torch.device("cpu"))

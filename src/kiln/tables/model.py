@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from kiln.losses.mixed import MixedCriterion
 from kiln.modules import MLP
-from kiln.rebuild import record_recipe
-from kiln.table_spec import TableSpec
+from kiln.saving.recipe import record_recipe
+from kiln.tables.spec import TableSpec
 
 
 class TableNet(nn.Module):
@@ -78,7 +78,7 @@ def build_model(spec: TableSpec, hidden: Sequence[int], drop: float) -> nn.Modul
 
     Example:
         >>> import numpy as np
-        >>> from kiln.tables import Table
+        >>> from kiln.tables.read import Table
         >>> values = np.linspace(0, 1, 5)
         >>> table = Table(["x", "y"], {"x": values, "y": values}, "memory")
         >>> build_model(TableSpec.infer(table, ["y"]), [8], 0.0)

@@ -1,8 +1,7 @@
-"""The experiment directory (`Trainer(dir=...)`) and the task presets.
+"""The experiment directory (`Trainer(dir=...)`): its layout, the callbacks that fill it, tests.
 
-What lives here: what a directory holds and which callbacks fill it, the `classification` and
-`regression` presets (loss, metrics and monitored value), and testing a saved checkpoint
-(`trainer.test`). What does not: the full-state checkpoint and resume (`checkpoint/run.py`), and
+What lives here: what a directory holds and which callbacks fill it, and testing a saved
+checkpoint (`trainer.test`). What does not: the full-state checkpoint and resume (`run.py`), and
 the callbacks themselves (`callbacks/`).
 
 Layout of a directory, all files written atomically:
@@ -23,7 +22,6 @@ import csv
 import io
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,48 +41,6 @@ if TYPE_CHECKING:
 #: The file name of the best weights, by the monitored value.
 BEST = "best/epoch_{epoch}.ckpt"
 _BEST_PATTERN = re.compile(r"epoch_(\d+)\.ckpt")
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a task preset chooses when the user does not."""
-
-    loss: str
-    metrics: list[str] = field(default_factory=list)
-    monitor: str = "val_loss"
-
-
-#: The presets `Trainer(task=...)` accepts (Poutyne's `task`; a prefix such as "classif" works).
-TASKS = {
-    "classification": Task("cross_entropy", ["accuracy"], "val_accuracy"),
-    "regression": Task("mse", ["mae"], "val_loss"),
-}
-
-
-def resolve_task(
-    task: str | None, loss: Any, metrics: Any, monitor: str | None
-) -> tuple[Any, Any, str]:
-    """Fill in the loss, metrics and monitored value the user left out, from `task`.
-
-    Example:
-        >>> resolve_task("classif", None, None, None)
-        ('cross_entropy', ['accuracy'], 'val_accuracy')
-
-    Raises:
-        ValueError: If `task` names no preset.
-    """
-    if task is None:
-        return loss, metrics, monitor or "val_loss"
-    matches = [name for name in TASKS if isinstance(task, str) and task and name.startswith(task)]
-    if len(matches) != 1:
-        raise ValueError(
-            f"`task` must be one of {sorted(TASKS)} (or a prefix, such as 'classif'); "
-            f"received {task!r}."
-        )
-    preset = TASKS[matches[0]]
-    if metrics is not None:  # the preset's monitored value may not be among the user's metrics
-        return preset.loss if loss is None else loss, metrics, monitor or "val_loss"
-    return preset.loss if loss is None else loss, list(preset.metrics), monitor or preset.monitor
 
 
 class BestWeights(Checkpoint):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from kiln.loop_options import StepOptions
+from kiln.options import StepOptions
 
 __all__ = ["RECORDED", "STEP_OPTIONS", "Recorded", "step_arguments", "step_record"]
 

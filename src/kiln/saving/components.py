@@ -23,7 +23,7 @@ from torch import nn
 from kiln.losses import LOSS_NAMES, LossFunction
 from kiln.metrics import metric_spec
 from kiln.optim.lookahead import Lookahead
-from kiln.rebuild import find_class, import_path
+from kiln.saving.recipe import find_class, import_path
 
 #: Constructor arguments of torch losses that are deprecated aliases of `reduction`.
 _DEPRECATED_LOSS_ARGUMENTS = ("size_average", "reduce")

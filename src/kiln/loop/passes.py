@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from kiln.sources import num_batches, set_epoch
+from kiln.data.sources import num_batches, set_epoch
 
 
 class Repeated:

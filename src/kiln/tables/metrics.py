@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.table_spec import TableSpec
+from kiln.tables.spec import TableSpec
 
 _EPSILON = 1e-15  # probabilities are clipped to [eps, 1 - eps] in the log loss
 

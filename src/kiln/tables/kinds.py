@@ -23,7 +23,7 @@ cross-entropy). A given kind (the command's `--kind col=categorical`) overrides 
 
 Example:
     >>> import numpy as np
-    >>> from kiln.tables import Table
+    >>> from kiln.tables.read import Table
     >>> table = Table(["n"], {"n": np.array([1.0, 2.0, 2.0, np.nan])}, "memory")
     >>> infer_feature(table, "n", None)
     {'name': 'n', 'kind': 'categorical', 'vocabulary': ['1', '2'], 'encoding': 'onehot', 'dim': 3}
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.tables import Table, TableError, as_labels, as_numbers, is_missing
+from kiln.tables.read import Table, TableError, as_labels, as_numbers, is_missing
 
 #: Whole-number features with at most this many distinct values are categorical.
 CATEGORICAL_MAX_INTEGERS = 10
@@ -68,7 +68,7 @@ def numbers_of(table: Table, name: str) -> np.ndarray:
         >>> numbers_of(Table(["c"], {"c": np.array(["a"], dtype=object)}, "t.csv"), "c")
         Traceback (most recent call last):
         ...
-        kiln.tables.TableError: Column 'c' of t.csv holds text such as 'a', where numbers are ...
+        kiln.tables.read.TableError: Column 'c' of t.csv holds text such as 'a', ...
     """
     numbers = as_numbers(table, name)
     if numbers is None:

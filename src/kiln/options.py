@@ -9,7 +9,7 @@ their validation and error messages. What does not: acting on them (`optimizer_s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -236,3 +236,47 @@ def spent_budget(state: TrainState) -> str | None:
         if limit is not None and done >= limit:
             return f"reached {name} ({done} {name.removeprefix('max_')})"
     return None
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """What a task preset chooses when the user does not."""
+
+    loss: str
+    metrics: list[str] = field(default_factory=list)
+    monitor: str = "val_loss"
+
+
+#: The presets `Trainer(task=...)` accepts (Poutyne's `task`; a prefix such as "classif" works).
+TASK_PRESETS = {
+    "classification": TaskPreset("cross_entropy", ["accuracy"], "val_accuracy"),
+    "regression": TaskPreset("mse", ["mae"], "val_loss"),
+}
+
+
+def apply_task_preset(
+    task: str | None, loss: Any, metrics: Any, monitor: str | None
+) -> tuple[Any, Any, str]:
+    """Fill in the loss, metrics and monitored value the user left out, from `task`.
+
+    Example:
+        >>> apply_task_preset("classif", None, None, None)
+        ('cross_entropy', ['accuracy'], 'val_accuracy')
+
+    Raises:
+        ValueError: If `task` names no preset.
+    """
+    if task is None:
+        return loss, metrics, monitor or "val_loss"
+    matches = [
+        name for name in TASK_PRESETS if isinstance(task, str) and task and name.startswith(task)
+    ]
+    if len(matches) != 1:
+        raise ValueError(
+            f"`task` must be one of {sorted(TASK_PRESETS)} (or a prefix, such as 'classif'); "
+            f"received {task!r}."
+        )
+    preset = TASK_PRESETS[matches[0]]
+    if metrics is not None:  # the preset's monitored value may not be among the user's metrics
+        return preset.loss if loss is None else loss, metrics, monitor or "val_loss"
+    return preset.loss if loss is None else loss, list(preset.metrics), monitor or preset.monitor

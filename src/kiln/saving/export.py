@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from kiln.checkpoint.files import CheckpointError, atomic_save, atomic_write
-from kiln.rebuild import recipe_of
+from kiln.saving.recipe import recipe_of
 
 #: What `export_weights` writes, by the file's suffix.
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
