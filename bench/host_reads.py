@@ -16,7 +16,7 @@ module checks that promise on any machine, the CPU included, where nothing actua
   batch's loss to check it is finite) and other callbacks' are not seen.
 
 `check_table()` runs the check for each of kiln's loggers and returns it as a Markdown table;
-`bench/overhead.py` prints it, and `tests/test_bench_host_reads.py` asserts it.
+`bench/overhead.py` prints it, and `tests/bench/test_host_reads.py` asserts it.
 
 Example:
     >>> import torch, kiln

@@ -128,3 +128,18 @@ def test_resolve_device_rejects_a_negative_index(three_gpus):
     """A negative CUDA index is a ValueError like any other bad device."""
     with pytest.raises(ValueError, match="device"):
         resolve_device(-1)
+
+
+def test_check_materialized_refuses_a_model_on_the_meta_device():
+    """A model built on the meta device is told what it lacks and how to fill it."""
+    from kiln.devices import check_materialized
+
+    check_materialized(torch.nn.Linear(2, 1))
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    match = (
+        r"The model Sequential has tensors on the meta device \(0\.weight, 0\.bias, 1\.weight, "
+        r"1\.bias, 1\.running_mean and 2 more\).*`model\.to_empty\(device='cpu'\)`"
+    )
+    with pytest.raises(ValueError, match=match):
+        check_materialized(model)

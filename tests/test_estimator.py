@@ -42,7 +42,7 @@ def test_estimator_fit_evaluate_predict_delegate_to_a_trainer():
     assert isinstance(net.trainer, kiln.Trainer)
     assert len(history) == 2
     evaluation = net.evaluate((X, Y))
-    assert set(evaluation) == {"loss", "accuracy"}
+    assert set(evaluation.keys()) == {"loss", "accuracy"}
     assert net.predict(X).shape == (48, 3)
 
 
@@ -50,7 +50,7 @@ def test_estimator_evaluate_before_fit_uses_the_given_loss_and_metrics():
     """An unfitted estimator evaluates with the loss and metrics passed to evaluate."""
     X, Y = data()
     evaluation = Net().evaluate((X, Y), loss="cross_entropy", metrics=["accuracy"])
-    assert set(evaluation) == {"loss", "accuracy"}
+    assert set(evaluation.keys()) == {"loss", "accuracy"}
 
 
 def test_estimator_predict_before_fit_runs_the_model():

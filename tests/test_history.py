@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 
+import kiln
 from kiln import Evaluation, History
 
 
@@ -62,6 +64,38 @@ def test_evaluation_is_a_read_only_mapping_with_attributes():
     assert repr(evaluation) == "Evaluation(loss=0.25, accuracy=0.875)"
     with pytest.raises(AttributeError, match="Evaluated values: loss, accuracy"):
         _ = evaluation.f1
+
+
+def test_evaluation_unpacks_into_its_values_loss_first():
+    """`loss, acc = evaluation` (Keras, Poutyne) gives the values, not the names."""
+    evaluation = Evaluation({"loss": 0.25, "acc": 0.875, "f1": 0.5})
+    loss, acc, f1 = evaluation
+    assert (loss, acc, f1) == (0.25, 0.875, 0.5)
+    assert list(evaluation) == list(evaluation.values()) == [0.25, 0.875, 0.5]
+    assert evaluation[0] == 0.25
+    assert evaluation[-1] == 0.5
+    assert list(evaluation.keys()) == ["loss", "acc", "f1"]
+    assert dict(evaluation) == {**evaluation} == dict(evaluation.items())
+    assert "acc" in evaluation
+    assert 0.25 not in evaluation
+    assert evaluation == {"loss": 0.25, "acc": 0.875, "f1": 0.5}
+    with pytest.raises(IndexError, match=r"index 3 is out of range: it holds 3 values"):
+        _ = evaluation[3]
+    with pytest.raises(KeyError, match=r"'top5' was not evaluated\. Evaluated values: loss"):
+        _ = evaluation["top5"]
+
+
+def test_evaluate_unpacks_loss_then_metrics_in_the_order_given():
+    """`trainer.evaluate` gives the loss, then the metrics in the order they were given."""
+    X, Y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    trainer = kiln.Trainer(
+        torch.nn.Linear(4, 3), loss="cross_entropy", metrics=["f1", "accuracy"], device="cpu",
+        progress=False,
+    )  # fmt: skip
+    evaluation = trainer.evaluate((X, Y))
+    loss, f1, accuracy = evaluation
+    assert (loss, f1, accuracy) == (evaluation.loss, evaluation.f1, evaluation.accuracy)
+    assert list(evaluation.keys()) == ["loss", "f1", "accuracy"]
 
 
 def plotted_history() -> History:

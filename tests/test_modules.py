@@ -61,3 +61,18 @@ def test_mlp_rejects_bad_arguments(kwargs, message):
     """Bad arguments raise ValueError naming the argument and the value."""
     with pytest.raises(ValueError, match=message):
         kiln.MLP(**{"input": 2, **kwargs})
+
+
+def test_mlp_takes_numpy_integers_and_records_python_ints():
+    """Sizes computed with numpy build the network, and its recipe holds plain ints."""
+    import numpy as np
+
+    from kiln.saving.recipe import recipe_of
+
+    net = kiln.MLP(np.int64(4), [np.int32(8)], np.int64(3))
+    assert (net[0].in_features, net[0].out_features, net[-1].out_features) == (4, 8, 3)
+    kwargs = recipe_of(net)["kwargs"]
+    assert [type(kwargs[k]) for k in ("input", "output")] == [int, int]
+    assert kwargs["hidden"] == [8]
+    assert type(kwargs["hidden"][0]) is int
+    assert kiln.MLP(4, np.int64(6), 1)[0].out_features == 6

@@ -92,3 +92,11 @@ def test_seed_everything_rejects_non_integers_and_negatives(seed):
     """A negative, non-integer or boolean seed is a ValueError showing the value."""
     with pytest.raises(ValueError, match=r"must be an integer in \[0, 2\*\*63\); received"):
         seed_everything(seed)
+
+
+def test_seed_everything_takes_a_numpy_integer():
+    """`seed_everything(np.int64(3))` seeds as 3 does (Python's `random` refuses numpy's ints)."""
+    assert seed_everything(np.int64(3)) == 3
+    first = torch.rand(1)
+    seed_everything(3)
+    assert torch.equal(first, torch.rand(1))

@@ -228,14 +228,14 @@ class Regressor(nn.Linear):
 def test_model_defined_step_logs_its_values_with_val_prefix():
     """A training_step returning {'loss', 'score'} logs score and val_score (sample-weighted)."""
 
-    class Stepper(Regressor):
+    class OptimizerStepper(Regressor):
         def training_step(self, batch, batch_idx):
             x, y = batch
             loss = F.mse_loss(self(x), y)
             return {"loss": loss, "score": torch.tensor([1.0, float(len(x))])}
 
     X, Y = torch.randn(10, 2), torch.randn(10, 1)
-    trainer = make_trainer(Stepper())
+    trainer = make_trainer(OptimizerStepper())
     history = trainer.fit((X, Y), val=(X, Y), epochs=1, batch_size=4)
     assert history.score == [1.0]
     # Batches of 4, 4 and 2 samples: the mean of the sizes weighted by size.
@@ -246,7 +246,7 @@ def test_model_defined_step_logs_its_values_with_val_prefix():
 def test_model_defined_validation_and_predict_steps_are_used():
     """validation_step and predict_step on the model replace the defaults."""
 
-    class Stepper(Regressor):
+    class OptimizerStepper(Regressor):
         def validation_step(self, batch, batch_idx):
             return {"loss": torch.tensor(7.0), "special": 3.0}
 
@@ -254,7 +254,7 @@ def test_model_defined_validation_and_predict_steps_are_used():
             return torch.full((len(batch), 1), 5.0)
 
     X, Y = torch.randn(10, 2), torch.randn(10, 1)
-    trainer = make_trainer(Stepper())
+    trainer = make_trainer(OptimizerStepper())
     history = trainer.fit((X, Y), val=(X, Y), epochs=1)
     assert history.val_loss == [7.0]
     assert history.val_special == [3.0]
@@ -322,7 +322,8 @@ def test_trainer_accepts_a_reassigned_callback_list():
 
     recorder = EventRecorder()
     X, Y = classification_data()
-    trainer = make_trainer(nn.Linear(4, 3), loss="cross_entropy")
-    trainer.callbacks = [recorder]
+    trainer = make_trainer(nn.Linear(4, 3), loss="cross_entropy", progress=True)
+    with pytest.warns(UserWarning, match=r"replaced every callback, and ProgressBar that the tr"):
+        trainer.callbacks = [recorder]
     trainer.fit((X, Y), epochs=1)
     assert recorder.events[0][0] == "fit_start"

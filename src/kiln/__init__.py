@@ -15,21 +15,21 @@ Example:
 
 from kiln import callbacks, distributed, metrics, optim, presets
 from kiln.callbacks import Callback
-from kiln.data.in_memory import Data, loader, split
+from kiln.data import Data, loader, repeat, split
 from kiln.distributed.launch import launch
 from kiln.estimator import Estimator
 from kiln.events import Event
 from kiln.history import Evaluation, History
-from kiln.loop.batch_step import StepOutput
+from kiln.loop.step_methods import StepOutput
 from kiln.modules import MLP
+from kiln.options import LoopOptions
 from kiln.presets import AutoTrainer
 from kiln.saving.recipe import build
-from kiln.saving.trainer_file import load
 from kiln.seed import seed_everything
 from kiln.state import TrainState
 from kiln.tools.lr_finder import LRFinderResult, lr_find
 from kiln.tools.summary import ModelSummary, summary
-from kiln.trainer import Trainer
+from kiln.trainer import Trainer, load
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "Event",
     "History",
     "LRFinderResult",
+    "LoopOptions",
     "StepOutput",
     "TrainState",
     "Trainer",
@@ -58,6 +59,7 @@ __all__ = [
     "metrics",
     "optim",
     "presets",
+    "repeat",
     "seed_everything",
     "split",
     "summary",

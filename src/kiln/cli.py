@@ -3,8 +3,7 @@
 What lives here: the command-line entry point and its subcommands: `kiln info` (versions and
 the device kiln would train on, for bug reports and set-up checks), and `kiln fit`,
 `kiln predict` and `kiln evaluate`, which train a model on a CSV or Parquet table with no code
-and use the run directory it leaves. What does not: the work behind them (`tables.py`,
-`table_spec.py`, `table_train.py`).
+and use the run directory it leaves. What does not: the work behind them (`tables/`).
 
 Expected failures (a bad table, a missing file, a bad option) are printed as one line,
 `kiln: error: ...`, with exit status 2; `--traceback` shows the whole trace instead.
@@ -318,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # TableError is a ValueError
         if args.traceback:
             raise
-        print(f"kiln: error: {error}", file=sys.stderr)
+        lines = (line.strip() for line in str(error).splitlines())
+        print(f"kiln: error: {' '.join(line for line in lines if line)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kiln: interrupted", file=sys.stderr)

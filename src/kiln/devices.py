@@ -1,12 +1,14 @@
 """Choosing the device to train on.
 
 What lives here: `resolve_device`, which reads `device="auto" | "cpu" | "cuda:1" | 1 | False`.
-What does not: moving batches (`batch.py`) or distributed placement (`distributed/`).
+What does not: moving batches (`data/batch.py`) or distributed placement (`distributed/`).
 """
 
 from __future__ import annotations
 
 import torch
+
+from kiln.options import whole_number
 
 
 def _best_cuda_device() -> torch.device:
@@ -47,7 +49,8 @@ def resolve_device(device: str | int | bool | torch.device | None = "auto") -> t
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if device is False:
         return torch.device("cpu")
-    if isinstance(device, int):
+    if whole_number(device) is not None:  # numpy's integers too
+        device = int(device)  # type: ignore[arg-type]
         if device < 0:
             raise ValueError(f"`device={device}` is not a CUDA index; indices start at 0.")
         device = torch.device("cuda", device)
@@ -83,3 +86,25 @@ def _check_present(device: torch.device) -> None:
             )
     elif device.type == "mps" and not _mps_available():
         raise ValueError("`device='mps'` asks for Apple's GPU, which is not available here.")
+
+
+def check_materialized(model: torch.nn.Module) -> None:
+    """Raise `ValueError` if the model has tensors on the meta device (shapes, no values).
+
+    Such a model can be neither moved to a device nor run; torch's own error from `.to` names
+    a method without saying what the model lacks.
+
+    Example:
+        >>> check_materialized(torch.nn.Linear(2, 1))
+    """
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    meta = [name for name, tensor in tensors if tensor.is_meta]
+    if meta:
+        shown = ", ".join(meta[:5]) + (f" and {len(meta) - 5} more" if len(meta) > 5 else "")
+        raise ValueError(
+            f"The model {type(model).__name__} has tensors on the meta device ({shown}): "
+            "their shapes are known but they hold no values, so it can be neither moved to "
+            "a device nor trained. Fix: build it on a real device, or give it values first: "
+            "`model.to_empty(device='cpu')`, then `model.load_state_dict(weights)` or reset "
+            "its parameters."
+        )

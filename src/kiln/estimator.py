@@ -1,4 +1,4 @@
-"""`Estimator`: the PyBlaze door, `fit`/`evaluate`/`predict` as methods of the model itself.
+"""`Estimator`: `fit`/`evaluate`/`predict` as methods of the model itself.
 
 What lives here: the mixin, which builds a `Trainer` and delegates to it. What does not: any
 training logic of its own.

@@ -20,7 +20,7 @@ class Event(str, Enum):
             [pre_val: VALIDATION_START ... VALIDATION_END]   # state.epoch unchanged, no epoch
             while state.epoch < state.max_epochs and not state.should_stop:   # or a budget
                 TRAIN_EPOCH_START                      # model.train(); state.logs is empty
-                for state.batch_idx, batch in enumerate(train):   # repeat_train passes
+                for state.batch_idx, batch in enumerate(train):   # kiln.repeat: n passes
                     TRAIN_BATCH_START                  # state.batch is on the device
                     output = trainer.training_step(batch, batch_idx)  # forward, loss (autocast)
                     check the loss; (loss / group size).backward()    # scaled with fp16
@@ -29,20 +29,19 @@ class Event(str, Enum):
                         BEFORE_OPTIMIZER_STEP          # true gradients, ready to inspect
                         clip; optimizer.step(); optimizer.zero_grad()
                         state.step += 1
-                    TRAIN_BATCH_END                    # state.output holds the step's output
+                    TRAIN_BATCH_END                    # state.output holds the batch's output
                     if the group ended and (state.should_stop or a budget is spent): break
                 [a signal stopped it: save the unfinished epoch, skip validation]
                 state.epoch += 1
                 TRAIN_EPOCH_END                        # state.logs: loss, metrics, lr
                 if val is not None (every val_every epochs, the last, a stopping one):
                     VALIDATION_START                   # model.eval(), inference mode
-                    for state.batch_idx, batch in enumerate(val):     # repeat_val passes
+                    for state.batch_idx, batch in enumerate(val):     # kiln.repeat: n passes
                         output = trainer.validation_step(batch, batch_idx)
                         VALIDATION_BATCH_END
                     VALIDATION_END                     # state.logs gains val_loss, val_<metric>
-                history.append(state.logs); epoch_hook(trainer)
+                history.append(state.logs)
                 EPOCH_END                              # the epoch's logs are complete
-                  PLOT                                 # TrainingPlot drew: .figure holds it
             on any exception: EXCEPTION (state.error is set), then the exception is re-raised
             FIT_END                                    # always, also after an exception
 
@@ -66,7 +65,6 @@ class Event(str, Enum):
     VALIDATION_BATCH_END = "on_validation_batch_end"
     VALIDATION_END = "on_validation_end"
     EPOCH_END = "on_epoch_end"
-    PLOT = "on_plot"
     EXCEPTION = "on_exception"
     FIT_END = "on_fit_end"
 

@@ -1,15 +1,15 @@
 """The results of training and evaluation: `History` and `Evaluation`.
 
 What lives here: per-epoch values with attribute and key access, per-batch training losses, and
-their export. What does not: computing the values (`tracking.py`) or drawing them
-(`plotting.py`, which `History.plot` calls).
+their export. What does not: computing the values (`loop/tracking.py`) or drawing them
+(`tools/plotting.py`, which `History.plot` calls).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,7 @@ class History:
         Each panel is the figure `PlotLogs` writes for that value: the training and validation
         curves against the epoch, with the best epoch marked and named in the title. In a
         notebook, a cell ending in `history.plot()` shows it; elsewhere, `savefig` it. For
-        QuNet's training figure (score and loss panels, the learning rate on a twin axis), see
+        the training figure (score and loss panels, the learning rate on a twin axis), see
         `kiln.tools.plotting.training_figure(history)` and `kiln.callbacks.TrainingPlot`.
 
         Args:
@@ -130,22 +130,38 @@ class History:
         return f"History({len(self)} epochs; last: {shown})"
 
 
-class Evaluation(Mapping[str, float]):
+class Evaluation:
     """The values of one evaluation: `evaluation.loss`, `evaluation["accuracy"]`.
+
+    Iterating gives the values, the loss first, then the metrics in the order given, so that
+    Keras's and Poutyne's `loss, accuracy = trainer.evaluate(...)` works, and so does
+    `evaluation[1]` (by position). The names come from `keys()`; `items()`, `to_dict()`,
+    `dict(evaluation)` and `**evaluation` give the names with their values.
 
     Example:
         >>> evaluation = Evaluation({"loss": 0.25, "accuracy": 0.9})
-        >>> evaluation.accuracy, evaluation["loss"], sorted(evaluation)
-        (0.9, 0.25, ['accuracy', 'loss'])
+        >>> loss, accuracy = evaluation
+        >>> loss, accuracy, evaluation[1], evaluation.accuracy, evaluation["loss"]
+        (0.25, 0.9, 0.9, 0.9, 0.25)
+        >>> list(evaluation.keys()), dict(evaluation)
+        (['loss', 'accuracy'], {'loss': 0.25, 'accuracy': 0.9})
     """
 
     def __init__(self, values: Mapping[str, float]) -> None:
         self._values = dict(values)
 
-    def __getitem__(self, key: str) -> float:
+    def __getitem__(self, key: str | int) -> float:
+        if isinstance(key, int) and not isinstance(key, bool):
+            values = list(self._values.values())
+            if -len(values) <= key < len(values):
+                return values[key]
+            raise IndexError(
+                f"Evaluation index {key} is out of range: it holds {len(values)} values "
+                f"({', '.join(self._values)})."
+            )
         try:
-            return self._values[key]
-        except KeyError:
+            return self._values[key]  # type: ignore[index]
+        except (KeyError, TypeError):
             known = ", ".join(self._values)
             raise KeyError(f"{key!r} was not evaluated. Evaluated values: {known}.") from None
 
@@ -157,11 +173,41 @@ class Evaluation(Mapping[str, float]):
         except KeyError as error:
             raise AttributeError(str(error)) from None
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
+    def __iter__(self) -> Iterator[float]:
+        """Yield the values (not the names, as a dict would): `loss, accuracy = evaluation`."""
+        return iter(self._values.values())
 
     def __len__(self) -> int:
         return len(self._values)
+
+    def __contains__(self, key: object) -> bool:
+        """Tell whether a value of this name was evaluated: `"accuracy" in evaluation`."""
+        return key in self._values
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Evaluation):
+            return self._values == other._values
+        if isinstance(other, Mapping):
+            return self._values == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def keys(self) -> KeysView[str]:
+        """The names of the values, the loss first."""
+        return self._values.keys()
+
+    def values(self) -> ValuesView[float]:
+        """The values, in the order of `keys()`."""
+        return self._values.values()
+
+    def items(self) -> ItemsView[str, float]:
+        """The `(name, value)` pairs, in the order of `keys()`."""
+        return self._values.items()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value named `key`, or `default` when it was not evaluated."""
+        return self._values.get(key, default)
 
     def to_dict(self) -> dict[str, float]:
         """Return the values as a plain dict."""

@@ -8,12 +8,15 @@ specific to a task (those belong to the user's model).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
+from kiln.options import whole_number
 from kiln.saving.recipe import record_recipe
 
-#: Activation names accepted by `MLP` (QuNet's names, plus a few common ones).
+#: Activation names accepted by `MLP`.
+#: Compatibility: QuNet's names, plus a few common ones.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
     "relu": nn.ReLU,
@@ -27,6 +30,13 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
     "elu": nn.ELU,
 }
+
+
+def _size(name: str, value: Any) -> int:
+    size = whole_number(value)
+    if size is None or size <= 0:
+        raise ValueError(f"MLP: `{name}` must be a positive integer; received {value!r}.")
+    return size
 
 
 def _activation(act: str | Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -74,15 +84,16 @@ class MLP(nn.Sequential):
         act: str | Callable[[], nn.Module] = "gelu",
         stretch: float = 4,
     ) -> None:
+        if whole_number(hidden) is not None:  # numpy's integers too, recorded as ints
+            hidden = int(hidden)  # type: ignore[arg-type]
+        sizes = (("input", input), ("output", output))
+        input, output = (_size(name, value) for name, value in sizes)
         if hidden is None:
             widths = [int(stretch * input)]
         elif isinstance(hidden, int):
             widths = [hidden] if hidden > 0 else []
         else:
-            widths = list(hidden)
-        for name, value in (("input", input), ("output", output), *(("hidden", w) for w in widths)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"MLP: `{name}` must be a positive integer; received {value!r}.")
+            widths = [_size("hidden", width) for width in hidden]
         if not 0 <= drop < 1:
             raise ValueError(f"MLP: `drop` must be in [0, 1); received {drop!r}.")
         make_activation = _activation(act)

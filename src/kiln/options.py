@@ -1,13 +1,15 @@
-"""The options of the training loop, checked once: `StepOptions` and `FitOptions`.
+"""The options of the training loop, checked once: `LoopOptions` and `FitOptions`.
 
 What lives here: the two frozen dataclasses behind the keyword arguments of `Trainer(...)` (how
 each optimizer step is made) and of `fit(...)` (how long to train, when to validate), with
-their validation and error messages. What does not: acting on them (`optimizer_step.py`,
-`acceleration.py`, `passes.py` and the loop in `trainer.py`).
+their validation and error messages; and the task presets of `Trainer(task=...)`. What does not:
+acting on them (`loop/optimizer_step.py`, `loop/precision.py`, `loop/passes.py` and the loop in
+`trainer.py`).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,25 +27,48 @@ PRECISIONS = {
 NONFINITE = ("raise", "skip")
 
 
-def _positive_int(owner: str, name: str, value: Any, optional: bool = False) -> None:
+def whole_number(value: Any) -> int | None:
+    """Return `value` as an `int` if it is an integer, Python's or numpy's; else `None`.
+
+    Counts (`batch_size`, `epochs`, `accumulate`, ...) are often computed with numpy, whose
+    `np.int64(8)` is no Python `int`: every count kiln takes goes through this. A bool is not a
+    count.
+
+    Example:
+        >>> import numpy as np
+        >>> whole_number(np.int64(8)), whole_number(8.0), whole_number(True)
+        (8, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
+def _positive_int(owner: str, name: str, value: Any, optional: bool = False) -> Any:
+    """Return `value` as an `int` (or `None` where optional), or raise naming `owner`."""
     if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    number = whole_number(value)
+    if number is None:
         kind = "a positive integer or None" if optional else "a positive integer"
         raise TypeError(f"{owner}: `{name}` must be {kind}; received {value!r}.")
-    if value < 1:
+    if number < 1:
         raise ValueError(f"{owner}: `{name}` must be a positive integer; received {value!r}.")
+    return number
 
 
-def _positive_number(owner: str, name: str, value: Any) -> None:
+def _positive_number(owner: str, name: str, value: Any) -> float | None:
+    """Return `value` as a `float` (numpy's too), or `None`; raise naming `owner` otherwise."""
     if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{owner}: `{name}` must be a positive number or None; received {value!r}.")
-    if not value > 0 or value == float("inf"):
+    number = float(value)
+    if not number > 0 or number == float("inf"):
         raise ValueError(
             f"{owner}: `{name}` must be a positive, finite number; received {value!r}."
         )
+    return number
 
 
 def check_flags(owner: str, **flags: Any) -> None:
@@ -84,10 +109,10 @@ def resolve_precision(precision: Any) -> str:
 
 
 @dataclass(frozen=True)
-class StepOptions:
+class LoopOptions:
     """How each optimizer step is made: the `Trainer(...)` arguments of the same names.
 
-    Every step runs: forward and loss (under autocast with `precision`), the loss check
+    Every batch runs: forward and loss (under autocast with `precision`), the loss check
     (`nonfinite`), backward (of the loss divided by the group's size with `accumulate`); and at
     the last batch of a group: unscaling (fp16), the `before_optimizer_step` event, clipping,
     the optimizer step, `zero_grad`.
@@ -107,7 +132,7 @@ class StepOptions:
         compile: Compile the model's forward with `torch.compile` (eager if that fails).
 
     Example:
-        >>> StepOptions(precision="bf16", accumulate=4, clip_norm=1.0).accumulate
+        >>> LoopOptions(precision="bf16", accumulate=4, clip_norm=1.0).accumulate
         4
     """
 
@@ -120,9 +145,12 @@ class StepOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", resolve_precision(self.precision))
-        _positive_int("Trainer", "accumulate", self.accumulate)
-        _positive_number("Trainer", "clip_norm", self.clip_norm)
-        _positive_number("Trainer", "clip_value", self.clip_value)
+        object.__setattr__(
+            self, "accumulate", _positive_int("Trainer", "accumulate", self.accumulate)
+        )
+        for name in ("clip_norm", "clip_value"):
+            value = _positive_number("Trainer", name, getattr(self, name))
+            object.__setattr__(self, name, value)
         if self.clip_norm is not None and self.clip_value is not None:
             raise ValueError(
                 f"Trainer: pass `clip_norm` or `clip_value`, not both; received clip_norm="
@@ -134,6 +162,44 @@ class StepOptions:
                 f"batch out); received {self.nonfinite!r}."
             )
         check_flags("Trainer", compile=self.compile)
+
+
+#: The loop options of a `Trainer` given none.
+DEFAULT_LOOP_OPTIONS = LoopOptions()
+
+
+def loop_options(options: Any, flat: LoopOptions) -> LoopOptions:
+    """Return the trainer's loop options: `options` when given, else the flat keywords' `flat`.
+
+    The keywords (`Trainer(precision=..., accumulate=...)`) are a shorter spelling of
+    `Trainer(options=LoopOptions(...))`; one trainer takes one of the two.
+
+    Example:
+        >>> loop_options(None, LoopOptions(accumulate=2)).accumulate
+        2
+
+    Raises:
+        TypeError: If `options` is not a `LoopOptions`.
+        ValueError: If both `options` and a keyword other than its default are given.
+    """
+    if options is None:
+        return flat
+    if not isinstance(options, LoopOptions):
+        raise TypeError(
+            f"Trainer: `options` must be a kiln.LoopOptions; received {type(options).__name__}."
+        )
+    given = {
+        name: getattr(flat, name)
+        for name in LoopOptions.__dataclass_fields__
+        if getattr(flat, name) != getattr(DEFAULT_LOOP_OPTIONS, name)
+    }
+    if given:
+        spelled = ", ".join(f"{name}={value!r}" for name, value in given.items())
+        raise ValueError(
+            f"Trainer: received both `options` and the keywords {spelled}. Give the loop "
+            "options one way: all in `options=kiln.LoopOptions(...)`, or as keywords."
+        )
+    return options
 
 
 @dataclass(frozen=True)
@@ -173,12 +239,15 @@ class FitOptions:
     epoch_hook: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
+        epochs = whole_number(self.epochs)
+        if epochs is None or epochs <= 0:
             raise ValueError(f"`epochs` must be a positive integer; received {self.epochs!r}.")
+        object.__setattr__(self, "epochs", epochs)
         for name in ("val_every", "repeat_train", "repeat_val"):
-            _positive_int("fit", name, getattr(self, name))
+            object.__setattr__(self, name, _positive_int("fit", name, getattr(self, name)))
         for name in ("max_steps", "max_samples"):
-            _positive_int("fit", name, getattr(self, name), optional=True)
+            value = _positive_int("fit", name, getattr(self, name), optional=True)
+            object.__setattr__(self, name, value)
         check_flags("fit", pre_val=self.pre_val)
         if self.epoch_hook is not None and not callable(self.epoch_hook):
             raise TypeError(
@@ -247,7 +316,8 @@ class TaskPreset:
     monitor: str = "val_loss"
 
 
-#: The presets `Trainer(task=...)` accepts (Poutyne's `task`; a prefix such as "classif" works).
+#: The presets `Trainer(task=...)` accepts (a prefix such as "classif" works).
+#: Compatibility: Poutyne's `task` argument.
 TASK_PRESETS = {
     "classification": TaskPreset("cross_entropy", ["accuracy"], "val_accuracy"),
     "regression": TaskPreset("mse", ["mae"], "val_loss"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kiln.loop.batch_step import StepOutput
+    from kiln.loop.step_methods import StepOutput
 
 
 @dataclass
@@ -34,7 +34,7 @@ class TrainState:
     | `data`            | the data of the current pass (what `fit`, `evaluate` received, batched)  |
     | `val_data`        | the validation data of the current `fit`, or `None`                      |
     | `batch`           | the current batch, already on the device                                 |
-    | `output`          | the `StepOutput` of the last training or validation step                 |
+    | `output`          | the `StepOutput` of the last training or validation batch                |
     | `logs`            | the current epoch's values (`loss`, `accuracy`, `val_loss`, `lr`, ...)   |
     | `stage`           | `"train"`, `"validation"` or `None` between passes                       |
     | `resumed`         | whether the current `fit` continued a run saved in the directory         |

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -352,3 +353,32 @@ def test_epoch0_numbers_files_from_zero_as_torchfusion(tmp_path):
     assert safe_load(tmp_path / "all_models" / "model_1.pth")["epoch"] == 2
     weights = load_weights(tmp_path / "all_models" / "model_1.pth")
     assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_a_copied_run_directory_resumed_touches_only_its_own_files(tmp_path: Path):
+    """Run in A, copy A to B, resume B: A stays byte for byte; B deletes and keeps B's files."""
+    values = [1.0, 0.5, 0.4, 0.3]
+
+    def callbacks() -> list[Any]:
+        checkpoint = Checkpoint(
+            "mine/b_{epoch}.pt", save_best_only=True, keep_only_last_best=True, restore_best=True
+        )
+        return [ScriptedValues("val_loss", values), checkpoint]
+
+    first, second = tmp_path / "A", tmp_path / "B"
+    fit(callbacks(), 2, first)
+    shutil.copytree(first, second)
+    original = {path: path.read_bytes() for path in first.rglob("*") if path.is_file()}
+
+    resumed = callbacks()
+    fit(resumed, 4, second, resume=True)
+    assert {path: path.read_bytes() for path in first.rglob("*") if path.is_file()} == original
+    assert sorted(p.name for p in (second / "mine").iterdir()) == ["b_4.pt"]
+    assert resumed[1].best_path == second / "mine" / "b_4.pt"
+    assert resumed[1].saved == [second / "mine" / "b_4.pt"]
+    assert sorted(p.name for p in (second / "best").iterdir()) == [
+        f"epoch_{epoch}.ckpt" for epoch in (1, 2, 3, 4)
+    ]
+    # The state names the files relative to the directory it is in.
+    state = safe_load(second / "last.ckpt")["callbacks"][1]["state"]
+    assert (state["best_path"], state["saved"]) == ("mine/b_4.pt", ["mine/b_4.pt"])

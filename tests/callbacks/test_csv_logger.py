@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import kiln
+import kiln.checkpoint.run
 from kiln.callbacks import CSVLogger
 from kiln.callbacks.csv_logger import order_columns
 from kiln.checkpoint import safe_load
@@ -37,6 +38,11 @@ class KillAt(kiln.Callback):
     def on_epoch_end(self, trainer: kiln.Trainer) -> None:
         if self.batch is None and trainer.state.epoch == self.epoch:
             raise SimulatedKillError
+
+
+def kill_instead_of_saving(trainer: kiln.Trainer, directory: Path) -> Path:
+    """Stands for `save_last` when the process is killed before the checkpoint is written."""
+    raise SimulatedKillError
 
 
 class LogExtraFrom(kiln.Callback):
@@ -226,6 +232,35 @@ def test_resume_when_the_file_was_deleted_warns_and_starts_a_new_table(tmp_path)
     header, rows = read_csv(tmp_path / "log.csv")
     assert header == EPOCH_COLUMNS
     assert [row["epoch"] for row in rows] == ["3"]
+
+
+@pytest.mark.parametrize("append", [False, True])
+def test_a_kill_before_the_first_checkpoint_leaves_each_epoch_once(tmp_path, monkeypatch, append):
+    """Killed after epoch 1's rows, before the first last.ckpt: the resumed run starts from
+    scratch, and so do the logs in its directory (the user's and the directory's log.tsv)."""
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(kiln.checkpoint.run, "save_last", kill_instead_of_saving)
+        with pytest.raises(SimulatedKillError):
+            fit(make_trainer([CSVLogger("log.csv", append=append)], run), epochs=3)
+    assert not (run / "last.ckpt").exists()
+    assert [row["epoch"] for row in read_csv(run / "log.csv")[1]] == ["1"]
+    assert [row["epoch"] for row in read_csv(run / "log.tsv", "\t")[1]] == ["1"]
+
+    history = fit(make_trainer([CSVLogger("log.csv", append=append)], run), epochs=3, resume=True)
+    for name, separator in (("log.csv", ","), ("log.tsv", "\t")):
+        header, rows = read_csv(run / name, separator)
+        assert header == EPOCH_COLUMNS, name
+        assert [row["epoch"] for row in rows] == ["1", "2", "3"], name
+        assert [float(row["loss"]) for row in rows] == history.loss, name
+
+
+def test_a_log_outside_the_run_directory_keeps_what_it_holds(tmp_path):
+    """append=True on a file of the user's, outside `dir`: a new run adds after its rows."""
+    shared = tmp_path / "all_runs.csv"
+    fit(make_trainer([CSVLogger(shared, append=True)], tmp_path / "a"), epochs=2)
+    fit(make_trainer([CSVLogger(shared, append=True)], tmp_path / "b"), epochs=1)
+    assert [row["epoch"] for row in read_csv(shared)[1]] == ["1", "2", "1"]
 
 
 def test_order_columns_puts_known_columns_first_and_validation_last():

@@ -12,7 +12,7 @@ from kiln.callbacks.mlflow_logger import MLflowLogger
 from tests.callbacks.runs import fit, make_trainer
 
 pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking import MlflowClient
 
 
 class SimulatedKillError(Exception):
@@ -99,6 +99,36 @@ def test_resume_continues_the_same_run_without_repeating_an_epoch(tmp_path, stor
     assert [step for step, _ in history_of(client, first.run_id, "loss")] == [1, 2, 3, 4]
     assert history_of(client, first.run_id, "loss")[3] == (4, history.loss[3])
     assert len(client.search_runs([client.get_run(first.run_id).info.experiment_id])) == 1
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_marked_killed(tmp_path, store, monkeypatch):
+    """A kill in epoch 1 leaves its MLflow run RUNNING and no checkpoint names it: the next fit
+    of the directory marks it KILLED, and its own run ends FINISHED; other runs stay as they are.
+    """
+    client = MlflowClient(store)
+    experiment_id = client.create_experiment("kiln")
+    elsewhere = client.create_run(
+        experiment_id, tags={"kiln.dir": str((tmp_path / "other").resolve())}
+    )
+    first = MLflowLogger(tracking_uri=store)
+    with monkeypatch.context() as patch:
+        # A killed process never ends its run: nothing after the kill runs.
+        patch.setattr(MlflowClient, "set_terminated", lambda *args, **kwargs: None)
+        with pytest.raises(SimulatedKillError):
+            fit(make_trainer([first, KillAtEpochEnd(1)], tmp_path / "run"), epochs=3)
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+    assert client.get_run(first.run_id).info.status == "RUNNING"
+    assert client.get_run(first.run_id).data.tags["kiln.dir"] == str((tmp_path / "run").resolve())
+
+    again = MLflowLogger(tracking_uri=store)
+    history = fit(make_trainer([again, KillAtEpochEnd()], tmp_path / "run"), epochs=3, resume=True)
+    assert again.run_id != first.run_id  # the run started again from scratch
+    assert client.get_run(first.run_id).info.status == "KILLED"
+    assert client.get_run(again.run_id).info.status == "FINISHED"
+    assert history_of(client, again.run_id, "loss") == list(
+        zip([1, 2, 3], history.loss, strict=True)
+    )
+    assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"
 
 
 def test_a_later_fit_continues_the_run_and_a_lost_run_warns(tmp_path, store):

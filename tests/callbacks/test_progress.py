@@ -38,6 +38,20 @@ def test_progress_prints_one_summary_line_per_epoch():
     assert lines[1].startswith("Epoch 2/2  5 steps  ")
 
 
+def test_the_summary_counts_optimizer_steps_as_the_text_log_does(tmp_path):
+    """5 batches in groups of 2 make 3 optimizer steps: the console and the file say 3."""
+    out = io.StringIO()
+    X, Y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    callbacks = [ProgressBar(bar=False, file=out), kiln.callbacks.TextLog(tmp_path / "log.txt")]
+    trainer = kiln.Trainer(
+        nn.Linear(3, 2), loss="cross_entropy", accumulate=2, callbacks=callbacks, device="cpu"
+    )
+    trainer.fit((X, Y), epochs=2, batch_size=8)
+    lines = out.getvalue().splitlines()
+    assert [line[:18] for line in lines] == ["Epoch 1/2  3 steps", "Epoch 2/2  3 steps"]
+    assert (tmp_path / "log.txt").read_text().splitlines() == lines
+
+
 def test_progress_live_bar_goes_to_stderr_and_leaves_no_trace(capsys):
     """With bar=True a tqdm bar is drawn on stderr and cleared after each epoch."""
     out = io.StringIO()

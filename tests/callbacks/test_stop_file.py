@@ -44,8 +44,8 @@ def test_stop_file_ends_the_run_after_the_current_epoch(tmp_path, monkeypatch):
     assert "val_loss" in history.epochs[-1]  # the epoch was validated and logged
     assert not (tmp_path / "stop_digits").exists()
     assert stop.file == tmp_path / "stop_digits"
-    assert trainer.state.stop_reason == (
-        f"on demand (found the stop file {tmp_path / 'stop_digits'}, and deleted it)"
+    assert (
+        trainer.state.stop_reason == f"on demand (found the stop file {tmp_path / 'stop_digits'})"
     )
 
 
@@ -105,10 +105,66 @@ def test_stop_file_that_cannot_be_deleted_still_stops(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "unlink", refuse)
     trainer, data = make_trainer([StopFile("run")])
-    assert len(trainer.fit(data, epochs=3)) == 1
-    assert (trainer.state.stop_reason or "").endswith(
-        "; it could not be deleted (Permission denied))"
-    )
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"StopFile: .*stop file .*stop_run could not be deleted \(Permission denied\)\. "
+        r"Delete it, or the next run watching it stops after its first epoch",
+    ):
+        assert len(trainer.fit(data, epochs=3)) == 1
+    assert trainer.state.stop_reason == f"on demand (found the stop file {tmp_path / 'stop_run'})"
+
+
+class SimulatedKillError(Exception):
+    """Stands for the process being killed after the stop file was found."""
+
+
+class KillAfterStop(kiln.Callback):
+    """Put after `StopFile`: a kill once the stop is requested, before `last.ckpt` records it."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def on_epoch_end(self, trainer: kiln.Trainer) -> None:
+        if self.active and trainer.state.should_stop:
+            raise SimulatedKillError
+
+
+def test_a_kill_right_after_the_stop_file_fired_keeps_the_stop(tmp_path, monkeypatch):
+    """Killed before the checkpoint records the stop: the file is still there, and the resumed
+    run stops after the same epoch; then the file goes."""
+    monkeypatch.chdir(tmp_path)
+    stop = tmp_path / "stop_exp"
+    callbacks = [TouchDuring(stop, 2), StopFile(), KillAfterStop(active=True)]
+    trainer, data = make_trainer(callbacks, dir=tmp_path / "exp")
+    with pytest.raises(SimulatedKillError):
+        trainer.fit(data, epochs=6, resume=True)
+    assert stop.exists()
+
+    callbacks = [TouchDuring(stop, 99), StopFile(), KillAfterStop(active=False)]
+    again, data = make_trainer(callbacks, dir=tmp_path / "exp")
+    history = again.fit(data, epochs=6, resume=True)
+    assert again.state.resumed
+    assert len(history) == 2  # the stop survived: it fired again after epoch 2
+    assert again.state.stop_reason == f"on demand (found the stop file {stop})"
+    assert not stop.exists()
+
+
+def test_a_kill_after_the_stop_was_saved_ends_the_run_and_removes_the_file(tmp_path, monkeypatch):
+    """Killed after the checkpoint records the stop, before the file is deleted: the resumed
+    run is ended, and deletes the file so that the next run is not stopped."""
+    monkeypatch.chdir(tmp_path)
+    stop = tmp_path / "stop_exp"
+    with monkeypatch.context() as patch:  # the process dies before StopFile's end of `fit`
+        patch.setattr(StopFile, "on_fit_end", lambda self, trainer: None)
+        trainer, data = make_trainer([TouchDuring(stop, 2), StopFile()], dir=tmp_path / "exp")
+        trainer.fit(data, epochs=6, resume=True)
+    assert stop.exists()
+
+    again, data = make_trainer([TouchDuring(stop, 99), StopFile()], dir=tmp_path / "exp")
+    history = again.fit(data, epochs=6, resume=True)
+    assert again.state.resumed
+    assert len(history) == 2
+    assert not stop.exists()
 
 
 @pytest.mark.parametrize(

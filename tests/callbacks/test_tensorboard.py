@@ -13,17 +13,17 @@ import torch
 import kiln
 from kiln.callbacks.lr_monitor import LRMonitor
 from kiln.callbacks.tensorboard import BATCH, TensorBoard
-from kiln.loop.batch_step import StepOutput
+from kiln.loop.step_methods import StepOutput
 from kiln.state import TrainState
 from tests.callbacks.runs import fit, make_trainer
 
 pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing import (  # noqa: E402
+from tensorboard.backend.event_processing import (
     event_accumulator,
     event_file_loader,
     plugin_event_accumulator,
 )
-from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 #: Batches of the shared run: 24 training samples in batches of 8 -> 5 batches an epoch.
 SIZES = [8, 8, 8, 8, 4]
@@ -203,7 +203,9 @@ def test_an_interval_cut_by_the_checkpoint_resumes_with_its_losses(tmp_path):
 def test_a_new_run_in_the_same_directory_hides_the_old_one(tmp_path):
     fit(make_trainer([TensorBoard()], tmp_path), epochs=3)
     next_second()
-    history = fit(make_trainer([TensorBoard()], tmp_path), epochs=2)
+    again = make_trainer([TensorBoard()], tmp_path)
+    again.overwrite = True  # a new run over the saved one, on purpose
+    history = fit(again, epochs=2)
     train = scalars(tmp_path / "tensorboard" / "train")
     assert train["epoch_loss"] == list(zip([1, 2], f32(history.loss), strict=True))
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
 import kiln
+import kiln.checkpoint.run
 from kiln.callbacks import ProgressBar, TextLog
 from tests.callbacks.runs import fit, make_trainer
 
@@ -87,6 +89,26 @@ def test_resume_cuts_the_line_written_after_the_checkpoint(tmp_path):
     assert [line[:9] for line in lines] == [f"Epoch {e}/4" for e in (1, 2, 3, 4)]
     assert lines[:2] == before[:2]
     assert all(" 5 steps " in line for line in lines)  # the resumed epoch counts all its steps
+
+
+def test_a_kill_before_the_first_checkpoint_leaves_each_epoch_once(tmp_path, monkeypatch):
+    """Killed after epoch 1's line, before the first last.ckpt: the resumed run starts from
+    scratch, and so does its log in the run directory."""
+
+    def kill_instead_of_saving(trainer: kiln.Trainer, directory: Path) -> Path:
+        raise SimulatedKillError
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(kiln.checkpoint.run, "save_last", kill_instead_of_saving)
+        with pytest.raises(SimulatedKillError):
+            fit(make_trainer([TextLog("log.txt")], run), epochs=3)
+    assert not (run / "last.ckpt").exists()
+    assert len((run / "log.txt").read_text().splitlines()) == 1
+
+    fit(make_trainer([TextLog("log.txt")], run), epochs=3, resume=True)
+    lines = (run / "log.txt").read_text().splitlines()
+    assert [line[:9] for line in lines] == [f"Epoch {e}/3" for e in (1, 2, 3)]
 
 
 def test_resuming_a_run_that_had_stopped_keeps_one_stop_line(tmp_path):

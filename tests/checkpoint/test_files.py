@@ -5,11 +5,15 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from kiln.checkpoint import CheckpointError, atomic_save, safe_load
+from kiln.checkpoint.files import remove_leftover_temporaries
 
 
 def test_atomic_save_round_trips_tensors_and_plain_data(tmp_path):
@@ -70,3 +74,39 @@ def test_safe_load_of_a_missing_file_says_so(tmp_path):
     """Loading a path with no file raises CheckpointError naming it."""
     with pytest.raises(CheckpointError, match="No checkpoint at .*nothing.pt"):
         safe_load(tmp_path / "nothing.pt")
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from kiln.checkpoint import atomic_write
+
+def half_then_killed(file):
+    file.write(b"half a checkpoint")
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+atomic_write(sys.argv[1], half_then_killed)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_leftovers_of_a_killed_write_are_removed_and_nothing_else(tmp_path):
+    """A write killed halfway leaves its temporary file; the cleanup removes it, and only it."""
+    folder = tmp_path / "best"
+    folder.mkdir()
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(folder / "epoch_1.ckpt")])
+    assert killed.wait() == -signal.SIGKILL
+    (leftover,) = folder.iterdir()
+    assert leftover.name.startswith(".epoch_1.ckpt.kiln-")
+    theirs = [  # a user's files and folders, and the file a running process is writing
+        folder / ".notes.tmp",
+        folder / ".data.1234.tmp",
+        folder / "epoch_1.ckpt",
+        folder / f".epoch_2.ckpt.kiln-{os.getppid()}.tmp",
+    ]
+    for path in theirs:
+        path.write_bytes(b"keep")
+    (folder / f".saved.kiln-{killed.pid}.tmp").mkdir()  # named as ours, but a folder
+    assert remove_leftover_temporaries(folder) == [leftover]
+    assert sorted(folder.iterdir()) == sorted([*theirs, folder / f".saved.kiln-{killed.pid}.tmp"])
+    assert remove_leftover_temporaries(tmp_path / "missing") == []

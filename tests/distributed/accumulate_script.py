@@ -61,7 +61,7 @@ class CountReductions(kiln.Callback):
         self.calls = 0
 
     def on_fit_start(self, trainer: kiln.Trainer) -> None:
-        ddp = trainer._replicas._ddp  # wrapped by `fit` before this event
+        ddp = trainer.replicas._ddp  # wrapped by `fit` before this event
         if ddp is not None:
             ddp.register_comm_hook(None, self.hook)  # type: ignore[operator]
 

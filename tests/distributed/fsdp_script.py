@@ -80,7 +80,8 @@ def load_and_gather(
 
 def make_trainer() -> tuple[Any, Any]:
     """A kiln trainer of the MLP (DDP over the ranks) and its shuffled data, built afresh."""
-    import kiln  # noqa: PLC0415  (only this check needs the trainer)
+    # Only this check needs the trainer.
+    import kiln
 
     kiln.seed_everything(0)
     inputs, targets = torch.randn(64, 8), torch.randn(64, 4)
@@ -90,7 +91,7 @@ def make_trainer() -> tuple[Any, Any]:
 
 def trainer_resumed_and_straight(directory: str) -> tuple[Any, Any, list[float], list[float]]:
     """4 epochs straight; then 2, saved with `save_trainer_sharded`, loaded afresh, 2 more."""
-    from kiln.distributed.dcp import load_trainer_sharded, save_trainer_sharded  # noqa: PLC0415
+    from kiln.distributed.dcp import load_trainer_sharded, save_trainer_sharded
 
     straight, data = make_trainer()
     straight.fit(data, epochs=4)

@@ -16,7 +16,7 @@ from kiln.distributed import (
     setup,
 )
 from kiln.distributed.context import DistributedContext
-from kiln.loop.batch_step import StepOutput
+from kiln.loop.step_methods import StepOutput
 from kiln.loop.tracking import PassTracker
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,7 @@ from kiln.distributed.dcp import (
 )
 from kiln.distributed.fsdp import full_state, is_sharded, load_full_state, shard_model, shard_units
 from kiln.distributed.launch import launch, single_process_group
-
-sys.path.insert(0, str(Path(__file__).parent))
-import fsdp_script  # noqa: E402  (the ranks import it by this name)
+from tests.distributed import fsdp_script
 
 
 def assert_same(ours: Any, theirs: Any, where: str = "state") -> None:

@@ -18,9 +18,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from kiln.distributed.launch import free_port, launch, single_process_group, visible_devices
-
-sys.path.insert(0, str(Path(__file__).parent))
-import launch_script  # noqa: E402  (the ranks import it by this name)
+from tests.distributed import launch_script
 
 
 def test_each_rank_sees_only_its_own_gpu():

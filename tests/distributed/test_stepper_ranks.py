@@ -1,4 +1,5 @@
-"""`Stepper` with several ranks, in one process: a stand-in for `Replicas` records its calls.
+"""`OptimizerStepper` with several ranks, in one process: a stand-in for `Replicas` records
+its calls.
 
 When a group's batches keep their gradients on each rank, when they are averaged by hand, the
 agreed skip, and the refused mid-group checkpoint; and that one process goes the usual way.
@@ -17,13 +18,13 @@ import torch
 from kiln import TrainState
 from kiln.distributed.context import DistributedContext
 from kiln.distributed.replicas import Replicas
-from kiln.loop.batch_step import StepOutput
-from kiln.loop.optimizer_step import Stepper
-from kiln.options import StepOptions
+from kiln.loop.optimizer_step import OptimizerStepper
+from kiln.loop.step_methods import StepOutput
+from kiln.options import LoopOptions
 
 
 class FakeReplicas:
-    """Two ranks as `Stepper` sees them: records which batches ran without reducing."""
+    """Two ranks as `OptimizerStepper` sees them: records which batches ran without reducing."""
 
     enabled = True
 
@@ -49,7 +50,7 @@ class FakeReplicas:
 
 
 def train(
-    stepper: Stepper,
+    stepper: OptimizerStepper,
     replicas: FakeReplicas | None,
     num_batches: int,
     sized: bool = True,
@@ -75,9 +76,9 @@ def train(
     return stepped
 
 
-def make(replicas: Any, accumulate: int = 2, nonfinite: str = "raise") -> Stepper:
-    options = StepOptions(accumulate=accumulate, nonfinite=nonfinite)
-    return Stepper(options, None, torch.device("cpu"), replicas)
+def make(replicas: Any, accumulate: int = 2, nonfinite: str = "raise") -> OptimizerStepper:
+    options = LoopOptions(accumulate=accumulate, nonfinite=nonfinite)
+    return OptimizerStepper(options, None, torch.device("cpu"), replicas)
 
 
 def test_a_group_keeps_its_gradients_until_its_last_batch_reduces_them() -> None:

@@ -3,6 +3,9 @@
 Usage: python resume_script.py DIR EPOCHS, with KILL_AT=step:N (die after optimizer step N) or
 KILL_AT=write:N (die in the middle of writing the N-th `last.ckpt` of this process). Every run
 resumes the run saved in DIR; the last one writes DIR/result.pt with the weights and history.
+With LOGGERS=<MLflow tracking URI>, the run also has a `TextLog`, a `CSVLogger(append=True)`
+and an `MLflowLogger` instead of the mid-epoch saves (so that the first `last.ckpt` is written
+after the first epoch's rows).
 """
 
 import os
@@ -59,15 +62,24 @@ def main() -> None:
     X = torch.randn(256, 8)
     Y = (X[:, :2].sum(1) > 0).long()
     net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 2))
+    callbacks: list[kiln.Callback] = [
+        KillAtStep(),
+        kiln.callbacks.EarlyStopping("val_loss", patience=50),
+        kiln.callbacks.StepCheckpoint(every_n_steps=4),  # mid-epoch saves
+    ]
+    if os.environ.get("LOGGERS"):
+        from kiln.callbacks.mlflow_logger import MLflowLogger
+
+        callbacks[2:] = [
+            kiln.callbacks.TextLog("log.txt"),
+            kiln.callbacks.CSVLogger("log.csv", append=True),
+            MLflowLogger(tracking_uri=os.environ["LOGGERS"]),
+        ]
     trainer = kiln.Trainer(
         net,
         loss="cross_entropy",
         metrics=["accuracy"],
-        callbacks=[
-            KillAtStep(),
-            kiln.callbacks.EarlyStopping("val_loss", patience=50),
-            kiln.callbacks.StepCheckpoint(every_n_steps=4),  # mid-epoch saves
-        ],
+        callbacks=callbacks,
         dir=directory,
         device="cpu",
         progress=False,

@@ -456,7 +456,7 @@ class NotACallback:
 @pytest.mark.parametrize("callback", [object(), NotACallback()])
 def test_trainer_rejects_non_callback(callback):
     """A callback object with no `on_<event>` method raises TypeError."""
-    with pytest.raises(TypeError, match=r"is not a callback: it has no `on_<event>` method"):
+    with pytest.raises(TypeError, match=r"is not a callback: it has no `on_<event>\(trainer\)`"):
         make_trainer(loss="mse", callbacks=[callback])
 
 
@@ -466,10 +466,10 @@ def test_trainer_rejects_model_without_trainable_parameters():
         make_trainer(nn.Linear(FEATURES, 1).requires_grad_(False), loss="mse")
 
 
-def test_trainer_rejects_non_positive_lr():
-    """A non-positive learning rate raises ValueError."""
-    with pytest.raises(ValueError, match=r"`lr` must be a positive number; received 0"):
-        make_trainer(loss="mse", lr=0)
+def test_trainer_rejects_negative_lr():
+    """A negative learning rate raises ValueError (0, which torch accepts, does not)."""
+    with pytest.raises(ValueError, match=r"`lr` must be a number of at least 0 .*; received -1"):
+        make_trainer(loss="mse", lr=-1)
 
 
 def test_fit_trains_on_good_data():

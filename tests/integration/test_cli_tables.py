@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +268,192 @@ def test_installed_command_fits_and_predicts(cancer, tmp_path):
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.startswith("kiln: error: No such file")
+
+
+# ----- hostile tables and damaged runs: one line, status 2, or a run that works ---------------
+
+
+def labelled_table(path: Path, labels: list[str]) -> Path:
+    """60 rows: a feature `x` that tells the label, and the label column `y` as written."""
+    rows = [[i % len(labels) + 0.1 * (i % 3), labels[i % len(labels)]] for i in range(60)]
+    return write_csv(path, ["x", "y"], rows)
+
+
+@pytest.mark.parametrize(
+    ("labels", "kind", "expected"),
+    [
+        ([str(i) for i in range(1, 11)], [], [str(i) for i in range(1, 11)]),  # 10 after 9
+        (["1", "2", "10"], ["--kind", "y=multiclass"], ["1", "2", "10"]),
+        (
+            ["0.5", "1.50", "2.5", "10.25"],
+            ["--kind", "y=multiclass"],
+            ["0.5", "1.5", "2.5", "10.25"],
+        ),
+        (["b", "a", "c"], [], ["a", "b", "c"]),
+        (["1", "x", "2.0", "10"], ["--kind", "y=multiclass"], ["1", "10", "2", "x"]),
+        (["18446744073709551616", "18446744073709551617", "-3"], [], None),
+    ],
+    ids=["ints-1-to-10", "ints-given-kind", "floats", "text", "mixed", "beyond-int64"],
+)
+def test_class_labels_of_every_type_fit_predict_and_evaluate(
+    labels, kind, expected, tmp_path, capsys
+):
+    data, run = labelled_table(tmp_path / "d.csv", labels), tmp_path / "run"
+    assert main(["fit", str(data), "-t", "y", "-o", str(run), *kind, *QUICK]) == 0
+    saved = json.loads((run / "table.json").read_text())["targets"][0]["labels"]
+    assert saved == (expected or ["-3", "18446744073709551616", "18446744073709551617"])
+    assert main(["predict", str(run), str(data), "-o", str(tmp_path / "p.csv")]) == 0
+    header, rows = read_csv(tmp_path / "p.csv")
+    assert header == ["y", *(f"y_proba_{label}" for label in saved)]
+    assert {row[0] for row in rows} <= set(saved)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(data), "--json"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["y"]["accuracy"] <= 1
+
+
+def test_integers_beyond_int64_stay_distinct_features(tmp_path):
+    big = ["100000000000000000000", "100000000000000000001", "100000000000000000002"]
+    rows = [[big[i % 3], i % 3 + 0.5, i % 2] for i in range(30)]
+    data, run = write_csv(tmp_path / "d.csv", ["c", "x", "y"], rows), tmp_path / "run"
+    assert main(["fit", str(data), "-t", "y", "-o", str(run), *QUICK]) == 0
+    features = json.loads((run / "table.json").read_text())["features"]
+    assert features[0] == {
+        "name": "c", "kind": "categorical", "vocabulary": big, "encoding": "onehot", "dim": 4
+    }  # fmt: skip
+
+
+def hostile_file(kind: str, path: Path) -> tuple[Path, str]:
+    """A file a stranger might pass as a table, and what the error must say about it."""
+    if kind == "latin-1":
+        path.write_bytes("city,y\nZürich,1\nCafé,0\n".encode("latin-1"))
+        return path, f"{path} is not UTF-8 text: line 2 has the byte 0xfc after 'Z'"
+    if kind == "xlsx":
+        path.write_bytes(b"PK\x03\x04" + bytes(200))
+        return path, f"{path} is a ZIP archive (an Excel .xlsx workbook?), not UTF-8 CSV text"
+    if kind == "utf-16":
+        path.write_text("x,y\n1,2\n", encoding="utf-16")
+        return path, f"{path} is UTF-16 text, not UTF-8 CSV text. Save the table as CSV UTF-8"
+    if kind == "binary":
+        path.write_bytes(b"x,y\n1,\x00\x01\x02\n")
+        return path, f"{path} is a binary file (it holds NUL bytes), not UTF-8 CSV text"
+    if kind == "huge-cell":
+        path.write_text("x,y\n" + "1," + "w" * 200_000 + "\n")
+        return path, f"{path}, line 2: not readable as CSV (field larger than field limit"
+    path.write_bytes(b"PAR1 not really")  # "parquet": a damaged Parquet file
+    return path, f"{path} is not a readable Parquet file ("
+
+
+@pytest.mark.parametrize("kind", ["latin-1", "xlsx", "utf-16", "binary", "huge-cell", "parquet"])
+def test_hostile_tables_are_refused_in_one_line_naming_the_file(kind, tmp_path, capsys):
+    if kind == "parquet":
+        pytest.importorskip("pyarrow")
+    name = "d.parquet" if kind == "parquet" else "d.csv"
+    data, message = hostile_file(kind, tmp_path / name)
+    err = fails(["fit", str(data), "--target", "y", *QUICK], capsys)
+    assert err.startswith(f"kiln: error: {message}")
+    assert err.count("\n") == 1
+    if kind == "latin-1":
+        assert "Save it as UTF-8" in err
+        assert "iconv -f cp1252 -t utf-8 d.csv > d-utf8.csv" in err
+
+
+def test_a_long_text_cell_trains_with_memory_in_proportion_to_the_file(tmp_path, capsys):
+    """One 20,000-character cell among 30,000 rows: 0.3 MB; a fixed-width array took 7 GiB."""
+    rows = [[i % 97 / 10, "w" * 20_000 if i == 5 else f"k{i % 7}", i % 3] for i in range(30_000)]
+    data = write_csv(tmp_path / "d.csv", ["x", "t", "y"], rows)
+    size = data.stat().st_size
+    tracemalloc.start()
+    try:
+        table = read_table(data)
+        spec = TableSpec.infer(table, ["y"])
+        spec.encode_features(table), spec.encode_targets(table)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * size, f"reading and encoding took {peak / size:.0f}x the file's size"
+    run = tmp_path / "run"
+    argv = ["fit", str(data), "-t", "y", "-o", str(run), "--batch-size", "4096", *QUICK]
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert main(["predict", str(run), str(data), "-o", str(tmp_path / "p.csv")]) == 0
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A small finished run, and its table (copy the run before damaging it)."""
+    folder = tmp_path_factory.mktemp("run")
+    data = labelled_table(folder / "d.csv", ["a", "b"])
+    argv = ["fit", str(data), "-t", "y", "-o", str(folder / "run"), "--drop", "0.1", *QUICK]
+    assert main(argv) == 0
+    assert main(["predict", str(folder / "run"), str(data), "-o", str(folder / "p.csv")]) == 0
+    return folder / "run", data
+
+
+def damage(run: Path, how: str) -> tuple[Path, str]:
+    """Damage one file of `run` as `how` says; return the file and what the error must say."""
+    spec, model = run / "table.json", run / "model.kiln"
+    if how == "spec-not-json":
+        spec.write_bytes(b"\xff\xfe{")
+        return spec, "is not valid JSON"
+    if how.startswith("spec"):
+        data = json.loads(spec.read_text())
+        if how == "spec-without-features":
+            del data["features"]
+        elif how == "spec-without-labels":
+            del data["targets"][0]["labels"]
+        else:  # spec-bad-options
+            data["options"] = "fast"
+        spec.write_text(json.dumps(data))
+        return spec, {
+            "spec-without-features": "is damaged: it has no 'features' list (found None)",
+            "spec-without-labels": "is damaged: the binary column 'y' has no valid 'labels'",
+            "spec-bad-options": "is damaged: its 'options' are not those `kiln fit` writes",
+        }[how]
+    if how == "model-empty":
+        model.write_bytes(b"")
+    elif how == "model-truncated":
+        model.write_bytes(model.read_bytes()[:1000])
+    else:  # model-from-another-run: a model with other inputs beside this run's spec
+        other = kiln.Trainer(kiln.MLP(5, [16, 16], 1), loss="bce_with_logits", device="cpu")
+        other.save(model)
+        return model, f"does not fit {spec}: 0.weight has the shape (16, 5) where"
+    return model, "damaged"
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "spec-without-features",
+        "spec-without-labels",
+        "spec-bad-options",
+        "spec-not-json",
+        "model-empty",
+        "model-truncated",
+        "model-from-another-run",
+    ],
+)
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_damaged_run_files_are_refused_in_one_line_naming_the_file(
+    how, command, finished_run, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    path, message = damage(run, how)
+    err = fails([command, str(run), str(finished_run[1])], capsys)
+    assert err.count("\n") == 1
+    assert str(path) in err
+    assert message in err
+
+
+@pytest.mark.slow
+def test_installed_command_refuses_hostile_files_in_one_line(finished_run, tmp_path):
+    """The way a stranger meets them: the installed `kiln`, stderr one line, status 2."""
+    command = str(Path(sys.executable).with_name("kiln"))
+    latin, _ = hostile_file("latin-1", tmp_path / "latin.csv")
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    (run / "model.kiln").write_bytes(b"")
+    for argv in (["fit", str(latin), "-t", "y"], ["predict", str(run), str(finished_run[1])]):
+        result = subprocess.run([command, *argv], capture_output=True, text=True, check=False)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("kiln: error: "), result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr

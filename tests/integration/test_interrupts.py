@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import kiln
-from kiln.callbacks.plot_logs import PlotLogs
 from kiln.testing import EventRecorder
+from tests.helpers import without_plots
 
 
 class SignalAt(kiln.Callback):
@@ -43,8 +43,7 @@ def make_run(directory: Path, signal_at: int | None, **kwargs):
         progress=False,
     )
     # Without the plots at the end of fit, which take long.
-    kept = [cb for cb in trainer.callbacks if not isinstance(cb, PlotLogs)]
-    trainer.callbacks = [*kept, recorder]
+    without_plots(trainer).callbacks = [*trainer.callbacks, recorder]
     data = kiln.Data((X, Y), batch_size=10, shuffle=True)
     return trainer, data, (X[:20], Y[:20]), recorder
 

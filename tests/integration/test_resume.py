@@ -144,9 +144,11 @@ def test_unwritable_directory_fails_before_training(tmp_path):
     assert trainer.state.step == 0
 
 
-def run_script(directory: Path, epochs: int, kill_at: str | None) -> tuple[int, int]:
-    """Run the script; return its exit code and the step it started at."""
-    env = {"KILL_AT": kill_at} if kill_at else {}
+def run_script(directory: Path, epochs: int, kill_at: str | None, **env: str) -> tuple[int, int]:
+    """Run the script (with `env` added to the environment); return its exit code and the step
+    it started at."""
+    if kill_at:
+        env["KILL_AT"] = kill_at
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(directory), str(epochs)],
         env={**os.environ, **env},
@@ -188,6 +190,33 @@ def test_resume_after_sigkill_mid_epoch_and_mid_write_is_bitwise_identical(tmp_p
     assert actual["batch_losses"] == expected["batch_losses"]
     for key, value in expected["weights"].items():
         assert torch.equal(actual["weights"][key], value), key
+
+
+@pytest.mark.slow
+def test_a_sigkill_before_the_first_checkpoint_leaves_each_epoch_once(tmp_path, monkeypatch):
+    """Killed while writing the first last.ckpt, after epoch 1's rows and its MLflow values:
+    the rerun starts from scratch, the logs hold each epoch once, no temporary file is left,
+    and the killed MLflow run is marked KILLED."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local store, read back here too
+    store = (tmp_path / "mlruns").as_uri()
+    run = tmp_path / "run"
+    assert run_script(run, 3, "write:1", LOGGERS=store) == (-signal.SIGKILL, 0)
+    assert not (run / "last.ckpt").exists()
+    assert len((run / "log.txt").read_text().splitlines()) == 1
+    assert list(run.glob(".*.tmp")), "the killed write leaves its temporary file"
+    assert run_script(run, 3, None, LOGGERS=store) == (0, 0)
+
+    assert [line[:9] for line in (run / "log.txt").read_text().splitlines()] == [
+        f"Epoch {epoch}/3" for epoch in (1, 2, 3)
+    ]
+    for name, separator in (("log.csv", ","), ("log.tsv", "\t")):
+        lines = (run / name).read_text().splitlines()
+        assert [line.split(separator)[0] for line in lines] == ["epoch", "1", "2", "3"], name
+    assert not list(run.glob(".*.tmp"))
+    client = mlflow.tracking.MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
 
 
 def test_full_disk_during_a_run_is_reported_and_keeps_the_last_good_checkpoint(

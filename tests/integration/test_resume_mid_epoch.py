@@ -137,7 +137,9 @@ def test_loader_shorter_than_the_saved_position_is_refused(tmp_path):
         crashed.fit(data, val=val, epochs=2)
     resumed, data, val = make_run(tmp_path / "run", "loader", None, 3)
     short = DataLoader(data.dataset, batch_size=40)  # 2 batches, the checkpoint is after 3
-    with pytest.raises(ValueError, match="saved after batch 3 of the epoch, but the data now"):
+    with pytest.raises(
+        ValueError, match="inside an epoch of 5 batches, but the training data now makes 2"
+    ):
         resumed.fit(short, val=val, epochs=2, resume=True)
 
 

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import kiln
 from kiln.callbacks import StepCheckpoint
-from kiln.callbacks.plot_logs import PlotLogs
 from kiln.loop import optimizer_step
+from tests.helpers import without_plots
 
 
 class SimulatedCrashError(Exception):
@@ -59,7 +59,7 @@ def make_run(directory: Path, crash_at: int | None, options: dict, loader: bool 
         progress=False,
         **options,
     )
-    trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, PlotLogs)]  # slow
+    without_plots(trainer)
     data = (
         DataLoader(TensorDataset(X, Y), batch_size=10, shuffle=True)
         if loader
@@ -72,8 +72,8 @@ CASES = {
     "accumulate, crash mid-group": ({"accumulate": 3}, {}, 5, False),
     "accumulate, loader": ({"accumulate": 3}, {}, 8, True),
     "bf16 and clipping": ({"precision": "bf16", "clip_norm": 0.5}, {}, 9, False),
-    "repeated passes": ({}, {"repeat_train": 2}, 10, False),
-    "repeated passes, loader": ({"accumulate": 2}, {"repeat_train": 2}, 11, True),
+    "repeated passes": ({}, {"repeat": 2}, 10, False),
+    "repeated passes, loader": ({"accumulate": 2}, {"repeat": 2}, 11, True),
     "skipped batches": ({"nonfinite": "skip"}, {}, 9, False),
 }
 
@@ -81,15 +81,16 @@ CASES = {
 @pytest.mark.filterwarnings("ignore:.*were skipped:RuntimeWarning")
 @pytest.mark.parametrize("case", CASES)
 def test_resume_with_options_is_bitwise_identical(tmp_path, case):
-    options, fit_options, crash_at, loader = CASES[case]
+    options, data_options, crash_at, loader = CASES[case]
+    times = data_options.get("repeat", 1)
     straight, data, val = make_run(tmp_path / "straight", None, options, loader)
-    straight.fit(data, val=val, epochs=2, **fit_options)
+    straight.fit(kiln.repeat(data, times), val=val, epochs=2)
 
     crashed, data, val = make_run(tmp_path / "resumed", crash_at, options, loader)
     with pytest.raises(SimulatedCrashError):
-        crashed.fit(data, val=val, epochs=2, **fit_options)
+        crashed.fit(kiln.repeat(data, times), val=val, epochs=2)
     resumed, data, val = make_run(tmp_path / "resumed", None, options, loader)
-    history = resumed.fit(data, val=val, epochs=2, resume=True, **fit_options)
+    history = resumed.fit(kiln.repeat(data, times), val=val, epochs=2, resume=True)
 
     assert resumed.state.step == straight.state.step
     assert resumed.state.samples == straight.state.samples
@@ -124,6 +125,6 @@ def test_resume_with_the_fp16_scaler_path_is_bitwise_identical(tmp_path, monkeyp
         crashed.fit(data, val=val, epochs=2)
     resumed, data, val = make_run(tmp_path / "resumed", None, options)
     resumed.fit(data, val=val, epochs=2, resume=True)
-    assert resumed._steps.scaler.get_scale() == straight._steps.scaler.get_scale() > 2.0**6
+    assert resumed._stepper.scaler.get_scale() == straight._stepper.scaler.get_scale() > 2.0**6
     for ours, theirs in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(ours, theirs)

@@ -199,3 +199,75 @@ def test_check_classes_int32_labels():
     target = (torch.arange(N) % C).int()
     with pytest.raises(ValueError, match=r"`y\.long\(\)`"):
         check_loss_inputs("cross_entropy", CLASSES, torch.zeros(N, C), target)
+
+
+# --------------------------------------------------------------------------------------------
+# Ignored labels, binary targets, outputs that are not one tensor
+
+
+def test_check_classes_skips_the_ignored_label():
+    """-100 (torch's `ignore_index`: padding) is not a label out of range; others still are."""
+    target = _labels(0, -100, 2, -100, 1, 0, 2, 1)
+    check_loss_inputs("cross_entropy", CLASSES, torch.zeros(N, C), target, ignore_index=-100)
+    check_label_range("nll", _labels(7, 7, 1), 3, ignore_index=7)
+    check_label_range("nll", _labels(-100, -100), 3, ignore_index=-100)  # all padding
+    with pytest.raises(ValueError, match=r"class label 5, .* 0\.\.2"):
+        check_label_range("nll", _labels(-100, 5), 3, ignore_index=-100)
+    with pytest.raises(ValueError, match=r"class label -100"):
+        check_label_range("nll", _labels(-100, 1), 3)  # a loss without ignore_index
+
+
+@pytest.mark.parametrize(("bad", "shown"), [(1.5, "1.5"), (-0.25, "-0.25"), (3.0, "3")])
+def test_check_unit_interval_refuses_targets_outside_0_1(bad, shown):
+    """Binary cross-entropy targets outside [0, 1] are refused: torch computes a wrong loss."""
+    target = torch.tensor([[0.0], [1.0], [bad]])
+    match = rf"The loss bce_with_logits expects targets between 0 and 1 .* holds {shown},"
+    with pytest.raises(ValueError, match=match) as info:
+        check_loss_inputs(
+            "bce_with_logits", ELEMENTWISE, torch.zeros(3, 1), target, unit_interval=True
+        )
+    fix = "loss='cross_entropy'" if bad == 3.0 else "Scale the targets into [0, 1]"
+    assert fix in str(info.value)
+
+
+def test_check_unit_interval_accepts_labels_and_probabilities():
+    """0/1 labels and probabilities pass; only the flag turns the check on."""
+    target = torch.tensor([[0.0], [1.0], [0.25]])
+    check_loss_inputs("bce", ELEMENTWISE, torch.zeros(3, 1), target, unit_interval=True)
+    check_loss_inputs("mse", ELEMENTWISE, torch.zeros(3, 1), target * 9)
+
+
+@pytest.mark.parametrize(
+    ("output", "shown", "pick"),
+    [
+        (
+            (torch.zeros(N, C), torch.zeros(N, 4)),
+            r"a tuple: \(\(8, 3\) float32, \(8, 4\)",
+            "output[0]",
+        ),
+        (
+            {"logits": torch.zeros(N, C)},
+            r"a dict: \{'logits': \(8, 3\) float32\}",
+            "output['logits']",
+        ),
+    ],
+)
+def test_check_torch_loss_refuses_an_output_that_is_not_one_tensor(output, shown, pick):
+    """A model returning a tuple or a dict to torch's loss gets how to pick the tensor."""
+    with pytest.raises(
+        TypeError, match=rf"takes the model's output as one tensor, .* returned {shown}"
+    ) as info:
+        check_loss_inputs(
+            "cross_entropy", CLASSES, output, _labels(*[0] * N), torch_loss="F.cross_entropy"
+        )
+    assert f"`loss=lambda output, y: F.cross_entropy({pick}, y)`" in str(info.value)
+
+
+def test_check_torch_loss_refuses_a_target_that_is_not_a_tensor():
+    """A list of labels (a dataset yielding strings) is named, with the fix."""
+    with pytest.raises(
+        TypeError, match=r"the batch's target is a list: \(str, str\)\. Fix: make the dataset"
+    ):
+        check_loss_inputs(
+            "mse", ELEMENTWISE, torch.zeros(2, 1), ["a", "b"], torch_loss="F.mse_loss"
+        )

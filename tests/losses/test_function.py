@@ -347,3 +347,30 @@ def test_loss_function_checks_first_call():
     with pytest.raises(ValueError, match=r"y\.view\(-1, 1\)"):
         loss(torch.zeros(N, 1), torch.zeros(N))
     assert not loss.armed
+
+
+def test_loss_function_reads_the_ignored_label_and_the_target_range():
+    """Named cross-entropy and NLL ignore -100, a module its own `ignore_index`; BCE is [0, 1]."""
+    assert resolve_loss("cross_entropy").ignore_index == -100
+    assert resolve_loss("nll").ignore_index == -100
+    assert resolve_loss(nn.CrossEntropyLoss(ignore_index=0)).ignore_index == 0
+    assert resolve_loss("mse").ignore_index is None
+    assert resolve_loss("bce").unit_interval
+    assert resolve_loss("bce_with_logits").unit_interval
+    assert resolve_loss(nn.BCEWithLogitsLoss()).unit_interval
+    assert not resolve_loss("mse").unit_interval
+
+
+def test_loss_function_checks_only_torchs_own_losses_for_one_tensor():
+    """A tuple output fails for torch's losses; a subclass or a function of its own may take it."""
+
+    class FirstOfTuple(nn.CrossEntropyLoss):
+        def forward(self, output, target):  # type: ignore[override]
+            return super().forward(output[0], target)
+
+    output, target = (torch.zeros(4, 3), torch.zeros(4, 2)), torch.zeros(4, dtype=torch.long)
+    for loss in ("cross_entropy", nn.CrossEntropyLoss()):
+        with pytest.raises(TypeError, match=r"takes the model's output as one tensor"):
+            resolve_loss(loss)(output, target)
+    assert float(resolve_loss(FirstOfTuple())(output, target)) > 0
+    assert float(resolve_loss(lambda out, y: out[0].sum())(output, target)) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -224,3 +225,52 @@ def test_accuracy_resume_mid_pass_is_bitwise():
     resumed.load_state_dict(first.state_dict())
     resumed.update(output[7:], target[7:])
     assert torch.equal(resumed.compute(), straight.compute())
+
+
+def test_accuracy_leaves_the_ignored_label_out_of_the_count():
+    """Targets of -100 (torch's `ignore_index`: padding) count neither as right nor at all."""
+    output = torch.tensor([[2.0, 1.0], [2.0, 1.0], [1.0, 2.0], [2.0, 1.0]])
+    metric = Accuracy()
+    metric.update(output, torch.tensor([0, 1, -100, -100]))  # 1 right of 2 counted
+    metric.update(output[:1], torch.tensor([0]))  # counted with the next, kept in a buffer
+    assert float(metric.compute()) == pytest.approx(2 / 3)
+    counts_all = Accuracy(ignore_index=None)
+    counts_all.update(output, torch.tensor([0, 1, -100, -100]))
+    assert float(counts_all.compute()) == 0.25
+
+
+def test_accuracy_ignores_a_label_the_model_can_predict():
+    """An `ignore_index` that is a class (padding as class 0) is left out, right or not."""
+    output = torch.tensor([[2.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 1.0, 2.0]])
+    metric = Accuracy(ignore_index=0)
+    metric.update(output, torch.tensor([0, 1, 1]))  # the first is right but padding
+    assert float(metric.compute()) == 0.5
+    top2 = Accuracy(top_k=2, ignore_index=0)
+    top2.update(output, torch.tensor([0, 1, 1]))
+    assert float(top2.compute()) == 1.0
+
+
+def test_accuracy_sequence_labels_with_padding():
+    """Scores (N, C, L) against labels (N, L) padded with -100, as in sequence work."""
+    output = torch.zeros(2, 3, 4)
+    output[:, 1] = 1.0  # predicts class 1 everywhere
+    target = torch.tensor([[1, 1, -100, -100], [1, 0, 1, -100]])
+    metric = Accuracy()
+    metric.update(output, target)
+    assert float(metric.compute()) == 0.8
+
+
+def test_accuracy_resumes_from_a_state_saved_before_ignore_index():
+    """A mid-pass state holding one sum (older kiln) still continues to the right value."""
+    metric = Accuracy()
+    metric.load_state_dict({"total": torch.tensor(3.0, dtype=torch.float64), "count": 4})
+    metric.update(torch.tensor([[2.0, 1.0]]), torch.tensor([0]))
+    assert float(metric.compute()) == 0.8
+
+
+@pytest.mark.parametrize("value", [1.5, "0", True])
+def test_accuracy_refuses_an_ignore_index_that_is_no_int(value):
+    """`ignore_index` is an int (numpy's too) or None."""
+    with pytest.raises(TypeError, match=r"`ignore_index` must be an int or None"):
+        Accuracy(ignore_index=value)
+    assert Accuracy(ignore_index=np.int64(3)).ignore_index == 3

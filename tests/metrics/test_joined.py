@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kiln.loop.batch_step import StepOutput
+from kiln.loop.step_methods import StepOutput
 from kiln.loop.tracking import PassTracker
 from kiln.metrics import F1, Accuracy, ConfusionMatrix
 from kiln.metrics.joined import forget, join, predicted_classes

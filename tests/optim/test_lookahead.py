@@ -237,3 +237,12 @@ def test_ranger_resume_mid_cycle_equals_an_uninterrupted_run(tmp_path):
         strict=True,
     )
     assert all(torch.equal(ours, theirs) for ours, theirs in slow)
+
+
+def test_lookahead_takes_a_numpy_k():
+    """`k=np.int64(3)` is a count like 3, kept as a Python int."""
+    import numpy as np
+
+    optimizer = Lookahead(torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=0.1), k=np.int64(3))
+    assert optimizer.k == 3
+    assert type(optimizer.k) is int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -116,11 +117,37 @@ def test_resolve_optimizer_lr_with_callable():
         resolve_optimizer(functools.partial(torch.optim.SGD, lr=0.1), _model(), lr=0.01)
 
 
-@pytest.mark.parametrize("lr", [0, 0.0, -0.1, float("nan"), True])
-def test_resolve_optimizer_non_positive_lr(lr):
-    """A learning rate that is not a positive number raises ValueError."""
-    with pytest.raises(ValueError, match=r"`lr` must be a positive number"):
+@pytest.mark.parametrize("lr", [-0.1, float("nan")])
+def test_resolve_optimizer_negative_lr(lr):
+    """A negative or NaN learning rate raises ValueError."""
+    with pytest.raises(ValueError, match=r"`lr` must be a number of at least 0 .*; received"):
         resolve_optimizer("adam", _model(), lr=lr)
+
+
+@pytest.mark.parametrize("lr", [0, 0.0, np.float32(0.0)])
+def test_resolve_optimizer_accepts_a_zero_lr(lr):
+    """`lr=0`, which torch accepts (a frozen or evaluated model), is not refused."""
+    assert resolve_optimizer("sgd", _model(), lr=lr).defaults["lr"] == 0
+
+
+@pytest.mark.parametrize(
+    ("lr", "message"),
+    [
+        ("0.1", r"received '0\.1' \(str\)\. Pass a number: lr=0\.1\."),
+        ("fast", r"received 'fast' \(str\)\.$"),
+        (True, r"received True \(bool\)"),
+    ],
+)
+def test_resolve_optimizer_lr_of_another_type(lr, message):
+    """A learning rate that is no number raises TypeError, not torch's comparison error."""
+    with pytest.raises(TypeError, match=r"`lr` must be a number \(such as 1e-3\); " + message):
+        resolve_optimizer("adam", _model(), lr=lr)
+
+
+def test_resolve_optimizer_frozen_model_hint_names_optimizer_none():
+    """A model without trainable parameters is told how to evaluate it: `optimizer=None`."""
+    with pytest.raises(ValueError, match=r"To only evaluate or predict, pass `optimizer=None`"):
+        resolve_optimizer("adam", nn.Linear(3, 2).requires_grad_(False), lr=None)
 
 
 @pytest.mark.parametrize("model", [nn.ReLU(), nn.Linear(3, 2).requires_grad_(False)])
@@ -128,3 +155,16 @@ def test_resolve_optimizer_no_trainable_parameters(model):
     """A model without trainable parameters raises ValueError."""
     with pytest.raises(ValueError, match=r"no trainable parameters"):
         resolve_optimizer("adam", model, lr=None)
+
+
+def test_trainer_fits_with_a_zero_lr_and_leaves_the_weights():
+    """`Trainer(lr=0.0)` trains (a frozen run: the loss is measured, the weights stay)."""
+    import kiln
+
+    model = _model()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    trainer = kiln.Trainer(model, loss="mse", optimizer="sgd", lr=0.0, device="cpu",
+                           progress=False)  # fmt: skip
+    history = trainer.fit((torch.randn(8, 3), torch.randn(8, 2)), epochs=2)
+    assert history.lr == [0.0, 0.0]
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())

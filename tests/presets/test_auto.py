@@ -303,5 +303,23 @@ def test_bad_construction_and_use_are_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="No model file"):
         auto.load(tmp_path / "missing")
     torch.save({"weight": torch.zeros(1)}, tmp_path / "plain.pt")
-    with pytest.raises(ValueError, match="is not a file of kiln's auto preset"):
+    with pytest.raises(
+        ValueError, match="is a bare `state_dict`, not a file of kiln's auto preset"
+    ):
         auto.load(tmp_path / "plain")
+
+
+def test_load_of_another_kiln_file_says_what_it_is_and_what_kiln_load_returns(tmp_path):
+    """The hint names the file's kind, and `kiln.load` for what it is: it gives a Trainer."""
+    trainer = kiln.Trainer(kiln.MLP(2, [4], 1), loss="mse", device="cpu", progress=False)
+    saved = trainer.save(tmp_path / "run.pt")
+    torch.save(nn.Linear(2, 1).state_dict(), tmp_path / "bare.pt")
+    for name, kind in [("run", r"a trainer written by `Trainer\.save\(\)`"), ("bare", "a bare")]:
+        with pytest.raises(
+            ValueError, match=rf"is {kind}.*, not a file of kiln's auto preset"
+        ) as info:
+            AutoTrainer.load(tmp_path / name, device="cpu")
+        message = str(info.value)
+        assert "`kiln.load(path)` rebuilds a `kiln.Trainer` (not an AutoTrainer)" in message
+        assert "that `AutoTrainer.train(..., name=name)` writes" in message
+    assert saved.exists()

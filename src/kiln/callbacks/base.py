@@ -35,13 +35,13 @@ class Callback:
         """Called before each epoch's training pass."""
 
     def on_train_batch_start(self, trainer: Trainer) -> None:
-        """Called before each training step; `trainer.state.batch` is on the device."""
+        """Called before each training batch; `trainer.state.batch` is on the device."""
 
     def on_before_optimizer_step(self, trainer: Trainer) -> None:
         """Called after backward, before the optimizer step: gradients are ready."""
 
     def on_train_batch_end(self, trainer: Trainer) -> None:
-        """Called after each training step; `trainer.state.output` holds its output."""
+        """Called after each training batch; `trainer.state.output` holds its output."""
 
     def on_train_epoch_end(self, trainer: Trainer) -> None:
         """Called after each training pass; `trainer.state.logs` holds its values."""
@@ -50,19 +50,13 @@ class Callback:
         """Called before each validation pass."""
 
     def on_validation_batch_end(self, trainer: Trainer) -> None:
-        """Called after each validation step."""
+        """Called after each validation batch."""
 
     def on_validation_end(self, trainer: Trainer) -> None:
         """Called after each validation pass; `val_` values are in `trainer.state.logs`."""
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         """Called at the end of each epoch, when its logs are complete and in the history."""
-
-    def on_plot(self, trainer: Trainer) -> None:
-        """Called after `TrainingPlot` drew the training figure: draw your own figures here.
-
-        QuNet's `on_after_plot`; the `TrainingPlot` callback's `figure` holds its figure.
-        """
 
     def on_exception(self, trainer: Trainer) -> None:
         """Called when the run raises; `trainer.state.error` holds the exception."""

@@ -1,10 +1,10 @@
-"""`BestAverage`: PytorchTrainer's best-N averaging, the mean of the best epochs' parameters.
+"""`BestAverage`: best-N averaging, the mean of the best epochs' parameters.
 
 What lives here: keeping the N best snapshots by a monitored value during `fit`, choosing those
 close enough to the best at the end, averaging them into the model and writing `{name}_avg.pt`;
 the two rules as small functions (`keep_slot`, `close_to_best`). What does not: running averages
-along training (`EMA`, `SWA`), and the best un-averaged weights in a file, which `Checkpoint`
-(PytorchTrainer's `{name}.pt`) or the experiment directory's `best/` keep.
+along training (`EMA`, `SWA`), and the best un-averaged weights in a file, which `Checkpoint` or
+the experiment directory's `best/` keep.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from kiln.callbacks.base import Callback
 from kiln.callbacks.monitor import resolve_mode
-from kiln.checkpoint.files import atomic_save
+from kiln.checkpoint.files import atomic_save, remove_leftover_temporaries
 from kiln.checkpoint.weights import weights_record
 from kiln.distributed.context import is_main_process
 
@@ -51,7 +51,7 @@ def keep_slot(values: list[float], value: float, n: int, mode: str) -> int | Non
 def close_to_best(values: list[float], within: float, mode: str) -> list[int]:
     """The indices of the values within a fraction `within` of the best one.
 
-    For "min" (PytorchTrainer's rule, for positive losses): keep `value / best < 1 + within`.
+    For "min" with positive values (losses): keep `value / best < 1 + within`.
     In general, and for "max": keep the best and every value whose distance to it is less than
     `within * |best|` (so a best of 0 keeps only its equals).
 
@@ -72,19 +72,21 @@ def close_to_best(values: list[float], within: float, mode: str) -> list[int]:
 class BestAverage(Callback):
     """Keep the parameters of the `n` best epochs; at the end, average the best of them.
 
-    PytorchTrainer's `n_best_nets`: after each epoch, when `monitor` is among the `n` best
-    values so far, a copy of the model's parameters is kept (once `n` are kept, the new one
-    replaces the worst, if strictly better). When `fit` ends without an error (its last epoch,
-    early stopping, a stop request), and more than one snapshot is kept, those within `within`
-    of the best (`value / best < 1.1` for a loss, see `close_to_best`) are averaged, parameter
-    by parameter, into the model, and with `name` written to `{name}_avg.pt`.
+    After each epoch, when `monitor` is among the `n` best values so far, a copy of the model's
+    parameters is kept (once `n` are kept, the new one replaces the worst, if strictly better).
+    When `fit` ends without an error (its last epoch, early stopping, a stop request), and more
+    than one snapshot is kept, those within `within` of the best (`value / best < 1.1` for a
+    loss, see `close_to_best`) are averaged, parameter by parameter, into the model, and with
+    `name` written to `{name}_avg.pt`.
 
-    Only parameters are averaged and kept, as PytorchTrainer does: buffers (batch-norm running
-    statistics) stay the model's own, from the last epoch. The snapshots stay on the model's
-    device (N copies of the parameters) and in this callback's `state_dict`, so a resumed run
-    keeps them. The un-averaged best parameters stay available: `restore_best(model)` loads
-    them; for them in a file, add `Checkpoint(f"{name}.pt", monitor=..., save_best_only=True)`
-    (PytorchTrainer's `{name}.pt`) or use the experiment directory's `best/` checkpoints.
+    Only parameters are averaged and kept: buffers (batch-norm running statistics) stay the
+    model's own, from the last epoch. The snapshots stay on the model's device (N copies of the
+    parameters) and in this callback's `state_dict`, so a resumed run keeps them. The
+    un-averaged best parameters stay available: `restore_best(model)` loads them; for them in a
+    file, add `Checkpoint(f"{name}.pt", monitor=..., save_best_only=True)` or use the experiment
+    directory's `best/` checkpoints.
+
+    Compatibility: PytorchTrainer's `n_best_nets`, rule for rule.
 
     Args:
         n: How many snapshots to keep.
@@ -202,6 +204,7 @@ class BestAverage(Callback):
             if trainer.dir is not None:
                 path = trainer.dir / path
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftover_temporaries(path.parent)  # of a run killed while writing
             record = weights_record(trainer.model, trainer.state.epoch)
             record["averaged_epochs"] = list(self.averaged_epochs)
             self.saved_path = atomic_save(record, path)

@@ -1,8 +1,8 @@
 """`BestModels`: keep, in memory, the weights of the epochs with the best loss and best score.
 
-What lives here: QuNet's `trainer.best` (the best validation loss and score, with copies of the
-model at those epochs) and rolling the model back to either. What does not: best weights in
-files (`Checkpoint`), or stopping when nothing improves (`EarlyStopping`).
+What lives here: the best validation loss and score, with the model's weights at those epochs,
+and rolling the model back to either. What does not: best weights in files (`Checkpoint`), or
+stopping when nothing improves (`EarlyStopping`).
 """
 
 from __future__ import annotations

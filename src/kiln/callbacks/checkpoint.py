@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.callbacks.base import Callback
 from kiln.callbacks.monitor import improved, initial_best, resolve_mode
-from kiln.checkpoint.files import atomic_save
+from kiln.checkpoint.files import atomic_save, remove_leftover_temporaries
 from kiln.checkpoint.run import load_model_state
 from kiln.checkpoint.weights import load_weights, weights_record
 from kiln.distributed.context import is_main_process
@@ -41,24 +41,25 @@ class Checkpoint(Callback):
     "model": state_dict}`; with `what="trainer"`, the trainer's whole state (as `last.ckpt`).
     `kiln.checkpoint.load_weights(path)` returns the weights from either.
 
-    The layouts of the libraries kiln replaces are configurations of this class::
+    Common layouts are configurations of this class::
 
-        # TorchFusion: model_dir/all_models every epoch, best_models on each improvement,
-        # numbered from 0 as TorchFusion does
+        # every epoch, and the best ones on each improvement, numbered from 0
         Checkpoint("all_models/model_{epoch0}.pth")
         Checkpoint("best_models/model_{epoch0}.pth", monitor="val_accuracy", save_best_only=True)
-        # PytorchTrainer: one file, overwritten on each improvement of val_loss
+        # one file, overwritten on each improvement of val_loss
         Checkpoint("digits.pt", monitor="val_loss", save_best_only=True)
-        # Poutyne: a file per improvement, only the last one kept, reloaded at the end
+        # a file per improvement, only the last one kept, reloaded at the end
         Checkpoint("best_epoch_{epoch}.ckpt", save_best_only=True, keep_only_last_best=True,
                    restore_best=True, verbose=True)
-        # QuNet's folders(loss="log/loss", score="log/score", point="log/checkpoints",
-        # prefix="01"): the prefix is glued to the name
+        # a folder each for the best loss, the best score and the trainer's state, with a
+        # prefix ("01") glued to the names
         Checkpoint("log/loss/01epoch_{epoch:04d}_loss_{val_loss:.4f}.pt",
                    monitor="val_loss", save_best_only=True)
         Checkpoint("log/score/01epoch_{epoch:04d}_score_{val_score:.4f}.pt",
                    monitor="val_score", save_best_only=True)
         Checkpoint("log/checkpoints/01epoch_{epoch:04d}.pt", period=2, what="trainer")
+
+    Compatibility: Poutyne's `ModelCheckpoint` arguments and file-name templates.
 
     Args:
         filename: The path template of the files.
@@ -79,7 +80,9 @@ class Checkpoint(Callback):
     With `save_best_only`, the best value, its epoch and file are in `best`, `best_epoch` and
     `best_path` (else they keep their initial `inf`, 0 and None); `saved` lists the files
     written that are still on disk, oldest first. They carry on across `fit`
-    calls of the same trainer and over a resume.
+    calls of the same trainer and over a resume. The saved state names the files inside the
+    trainer's `dir` relative to it, so a copy of a run directory, resumed, manages the files of
+    the copy and never those of the original.
 
     Raises:
         ValueError: For inconsistent arguments (see the messages).
@@ -153,6 +156,8 @@ class Checkpoint(Callback):
         self.restore_best = restore_best
         self.verbose = verbose
         self.what = what
+        self._dir: Path | None = None  # the trainer's: relative paths in the state are in it
+        self._restored = False  # a state was loaded whose relative paths are still to place
         self._reset()
 
     def _reset(self) -> None:
@@ -162,9 +167,40 @@ class Checkpoint(Callback):
         self.saved: list[Path] = []
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        """Start afresh on a new run; a resumed run or a further `fit` carries on."""
+        """Start afresh on a new run; a resumed run or a further `fit` carries on.
+
+        The files a resumed run saved are found in this trainer's `dir`, and the temporary
+        files that a write killed halfway left in the folders written to are removed.
+        """
         if trainer.state.epoch == 0 and not trainer.state.resumed:
             self._reset()
+        self._dir = trainer.dir
+        if self._restored:
+            self.best_path = None if self.best_path is None else self._placed(self.best_path)
+            self.saved = [self._placed(path) for path in self.saved]
+            self._restored = False
+        if is_main_process():  # under torchrun rank 0 writes the files
+            for folder in self._folders():
+                remove_leftover_temporaries(folder)
+
+    def _placed(self, path: Path) -> Path:
+        """Place a path relative to the run directory (as saved in the state) in `dir`."""
+        return path if path.is_absolute() or self._dir is None else self._dir / path
+
+    def _recorded(self, path: Path) -> str:
+        """How the state names `path`: relative to the run directory when inside it."""
+        if self._dir is None or (self._restored and not path.is_absolute()):
+            return str(path)  # no run directory, or restored and not yet placed by a `fit`
+        absolute, directory = Path(os.path.abspath(path)), os.path.abspath(self._dir)
+        if absolute.is_relative_to(directory):
+            return absolute.relative_to(directory).as_posix()
+        return str(absolute)
+
+    def _folders(self) -> set[Path]:
+        """The folders this callback writes to: the template's, when fixed, and the files'."""
+        folder = Path(self.filename).expanduser().parent
+        fixed = [] if "{" in str(folder) else [self._placed(folder)]
+        return {*fixed, *(path.parent for path in self.saved)}
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         """Write the file when this epoch is due: periodic, or a new best."""
@@ -253,17 +289,21 @@ class Checkpoint(Callback):
             print(line)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the best value, its epoch and file, and the files written."""
+        """Return the best value, its epoch and file, and the files written.
+
+        With a trainer `dir`, files inside it are named relative to it, others absolutely.
+        """
         return {
             "best": self.best,
             "best_epoch": self.best_epoch,
-            "best_path": None if self.best_path is None else str(self.best_path),
-            "saved": [str(path) for path in self.saved],
+            "best_path": None if self.best_path is None else self._recorded(self.best_path),
+            "saved": [self._recorded(path) for path in self.saved],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
+        """Restore what `state_dict` returned; relative paths are placed in `dir` at `fit`."""
         self.best = float(state["best"])
         self.best_epoch = int(state["best_epoch"])
         self.best_path = None if state["best_path"] is None else Path(state["best_path"])
         self.saved = [Path(path) for path in state["saved"]]
+        self._restored = True

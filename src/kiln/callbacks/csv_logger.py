@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
     from kiln.trainer import Trainer
 
-#: Columns that come first, in this order, whenever they are logged (Poutyne's layout).
+#: Columns that come first, in this order, whenever they are logged.
+#: Compatibility: Poutyne's column order.
 LEADING_COLUMNS = ("epoch", "batch", "size", "time", "lr")
 
 
@@ -58,15 +59,19 @@ class CSVLogger(Callback):
 
     With `trainer.dir` set, the logger resumes exactly with the run: its state in the checkpoint
     holds the file's size after the last row it wrote, and `fit(..., resume=True)` first cuts
-    off the rows of an epoch that ran after that checkpoint, so no epoch appears twice. A later
-    `fit` call of the same trainer continues the file as the epoch numbers continue.
+    off the rows of an epoch that ran after that checkpoint, so no epoch appears twice. A run
+    killed before its first checkpoint starts again from scratch, and so does a file inside
+    `trainer.dir`, even with `append`. A later `fit` call of the same trainer continues the file
+    as the epoch numbers continue.
 
     Args:
         path: The file; a relative path is relative to `trainer.dir` when the trainer has one,
             else to the current directory.
         separator: The one character between values, such as `","` or `"\t"`.
         append: Keep the rows an existing file holds and add after them, without a new header
-            (its header is read and extended if needed); `False` starts a new file.
+            (its header is read and extended if needed); `False` starts a new file. A file
+            inside `trainer.dir` belongs to the run there: a run that starts from scratch
+            starts it anew (see `kiln.callbacks.log_files.AppendOnlyLog.starts_anew`).
         batch_granularity: Also write one row per training batch, with the columns `epoch,
             batch, size, time, lr, loss` (`batch` counts from 1 within the epoch, `time` is the
             batch's seconds, data loading included). Epoch rows leave `batch` and `size` empty.
@@ -127,13 +132,13 @@ class CSVLogger(Callback):
                 log.open(end=log.size)
             if log.size == 0:  # the file was lost (a warning said so): start with a header
                 self.columns, self.rows = [], 0
-        elif self.append and log.has_content():
+        elif self.append and log.has_content() and not log.starts_anew(trainer):
             self.columns = self._read_header()
             self.rows = len(self._read_records())
             log.open(keep=True)
-        else:
+        else:  # a new file, or the run of the trainer's `dir` starting from scratch
             self.columns, self.rows = [], 0
-            log.open(keep=self.append)
+            log.open(keep=self.append and not log.starts_anew(trainer))
 
     def on_train_epoch_start(self, trainer: Trainer) -> None:
         """Start the clock of the epoch's first batch."""
@@ -147,8 +152,8 @@ class CSVLogger(Callback):
         output = state.output
         now = time.perf_counter()
         seconds, self._batch_clock = now - self._batch_clock, now
-        # Reading the loss from the device waits for the step to finish: a cost per step that
-        # is acceptable only because the user asked for one row per batch.
+        # Reading the loss from the device waits for the batch's computation to finish: a cost
+        # per batch that is acceptable only because the user asked for one row per batch.
         loss = None if output is None or output.loss is None else float(output.loss.detach())
         row = {
             "epoch": state.epoch + 1,  # the epoch in progress, numbered as it will be logged

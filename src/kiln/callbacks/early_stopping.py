@@ -81,16 +81,17 @@ class EarlyStopping(Callback):
     A value improves when it beats the best so far by more than `min_delta` plus `min_rel_delta`
     times the best's magnitude (lower for "min", higher for "max"). Epochs without the value (a
     validation that did not run) do not count. A value that is NaN or infinite stops the run at
-    once (PytorchTrainer's "Got nan and stopped"): a diverged run does not come back, so waiting
-    out the patience would only waste epochs.
+    once: a diverged run does not come back, so waiting out the patience would only waste epochs.
 
-    By default the counting is Keras's: the run stops at the `patience`-th epoch in a row without
-    improvement. PytorchTrainer's countdown (`countdown=True`) starts at the first epoch without
-    improvement and stops once the epochs without improvement *before* the current one exceed
-    `patience`: with a window of 2, it stops at the 4th epoch without improvement. Its whole rule
-    (progress is a 0.5% gain; the window is 20% of the epochs) is::
+    By default the run stops at the `patience`-th epoch in a row without improvement. The
+    countdown (`countdown=True`) starts at the first epoch without improvement and stops once the
+    epochs without improvement *before* the current one exceed `patience`: with a window of 2,
+    it stops at the 4th epoch without improvement. A rule where progress is a 0.5% gain and the
+    window is 20% of the epochs is::
 
         EarlyStopping("val_loss", patience=0.2, min_rel_delta=0.005, countdown=True)
+
+    Compatibility: Keras's counting by default, PytorchTrainer's with `countdown=True`.
 
     Args:
         monitor: The logged name to watch, such as `"val_loss"` or `"val_accuracy"`.
@@ -100,17 +101,21 @@ class EarlyStopping(Callback):
             that fraction of the epoch count the run goes to (`trainer.state.max_epochs`, read
             at the start of each `fit`: the `epochs` of a first `fit` or of a resumed one).
         min_delta: The smallest change that counts as an improvement.
-        restore_best: At the end of `fit`, load the weights of the best epoch (kept in memory).
+        restore_best: At the end of `fit`, load the weights of the best counted epoch (kept in
+            memory).
         min_rel_delta: The smallest change, as a fraction of the best value, that counts as an
             improvement (0.005: a loss must fall below 99.5% of its best).
-        countdown: Count as PytorchTrainer does (above) instead of as Keras does.
+        countdown: Stop once the epochs without improvement before the current one exceed
+            `patience` (above), instead of at the `patience`-th.
         check_finite: Stop when the value is NaN or infinite (else such a value only fails to
             improve).
 
-    After a run, `best`, `best_epoch` and `best_logs` (all values of the best epoch) tell what
-    was best; `wait` counts the epochs since, `patience_epochs` is the patience in epochs and
-    `remaining` how many more epochs without improvement the run can take. All carry on across
-    a resume.
+    After a run, `best`, `best_epoch` and `best_logs` (all values of that epoch) tell the best
+    counted value: the last that improved by more than the margins, so with `min_delta` or
+    `min_rel_delta` a later epoch may have come a little better without counting (the stop
+    message says "last counted improvement"). `wait` counts the epochs since,
+    `patience_epochs` is the patience in epochs and `remaining` how many more epochs without
+    improvement the run can take. All carry on across a resume.
 
     Raises:
         TypeError: For arguments of the wrong type; ValueError for bad values.
@@ -202,7 +207,7 @@ class EarlyStopping(Callback):
     def _exhausted(self) -> bool:
         window = self.patience_epochs if self.patience_epochs is not None else math.inf
         if self.countdown:
-            # PytorchTrainer tests its counter before counting the current epoch.
+            # The countdown tests its count before counting the current epoch.
             return self.wait - 1 > window
         return self.wait >= window
 
@@ -215,7 +220,7 @@ class EarlyStopping(Callback):
     def remaining(self) -> int | None:
         """Epochs without improvement the run can still take before the one that stops it.
 
-        PytorchTrainer's "N epochs till early stop" with `countdown=True`; `None` before `fit`
+        The auto preset's "N epochs till early stop" with `countdown=True`; `None` before `fit`
         knows a fractional patience.
         """
         if self.patience_epochs is None:

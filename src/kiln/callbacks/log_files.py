@@ -5,6 +5,9 @@ A log (CSV rows, text lines) grows by appending. The trainer saves its checkpoin
 not know about; the resumed run redoes that epoch and would write them again. `AppendOnlyLog`
 therefore remembers the file's size in bytes after its last write, which goes into the
 checkpoint with the callback's state; a resumed run cuts the file back to that size first.
+A run killed before its first checkpoint has nothing to resume: it starts again from scratch,
+so a log inside the trainer's `dir` starts again too (`starts_anew`); a log elsewhere is the
+user's file, which keeps what it holds.
 
 What lives here: `AppendOnlyLog` and `resolve_log_path`. What does not: what
 the rows say (`csv_logger.py`, `text_log.py`) or when the checkpoint is written (`trainer.py`).
@@ -17,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from kiln.checkpoint.files import atomic_write
+from kiln.checkpoint.files import atomic_write, remove_leftover_temporaries
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -89,6 +92,8 @@ class AppendOnlyLog:
     def locate(self, trainer: Trainer) -> Path:
         """Resolve the file's place for this run (see `resolve_log_path`) and return it.
 
+        The temporary files that a rewrite (`replace`) killed halfway left beside it go.
+
         Raises:
             ValueError: If the path names a directory.
         """
@@ -98,6 +103,7 @@ class AppendOnlyLog:
                 f"{self.owner}: {self.path} is a directory, but the log is a file. Pass the "
                 f"path of a file, such as {str(self.path / self.requested.name)!r}."
             )
+        remove_leftover_temporaries(self.path.parent)
         return self.path
 
     def continues_run(self, trainer: Trainer) -> bool:
@@ -107,6 +113,20 @@ class AppendOnlyLog:
         trainer this log already wrote for; the epoch numbers go on, so the file does too.
         """
         return self.size is not None and (trainer.state.resumed or trainer.state.epoch > 0)
+
+    def starts_anew(self, trainer: Trainer) -> bool:
+        """Tell whether this `fit` starts the run of the trainer's `dir` from scratch, in it.
+
+        That is a first epoch, not resumed, of a trainer with a `dir` that holds this file:
+        what the file holds was written by an attempt that saved no checkpoint (a run killed
+        in its first epoch, then resumed or started again) or by the run this one replaces, so
+        the log starts empty rather than repeat epochs. A log outside the directory is the
+        user's, shared between runs: it is never emptied here.
+        """
+        state, directory = trainer.state, trainer.dir
+        if directory is None or state.epoch > 0 or state.resumed:
+            return False
+        return self.path.resolve().is_relative_to(directory.resolve())
 
     def has_content(self) -> bool:
         """Tell whether the file exists and is not empty."""

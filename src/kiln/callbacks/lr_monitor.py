@@ -1,9 +1,9 @@
 """`LRMonitor`: log the learning rate of every parameter group, and optionally momentum and decay.
 
 The trainer logs `lr`, the rate of the first parameter group, once per epoch. `LRMonitor` adds
-what a user of Lightning's `LearningRateMonitor` looks for: the other groups, momentum (or
-Adam's first beta) and weight decay, and values per optimizer step. It puts them in
-`trainer.state.logs`, so every logger, the history and the progress line pick them up.
+the rates of the other groups, momentum (or Adam's first beta) and weight decay, and values per
+optimizer step. It puts them in `trainer.state.logs`, so every logger, the history and the
+progress line pick them up.
 
 What lives here: the callback and `optimizer_values`, which reads the values. What does not:
 changing the rate (`LRScheduler`) or writing the values anywhere (the loggers).
@@ -30,9 +30,11 @@ def optimizer_values(
     """Return the learning rate of each parameter group, and optionally momentum and decay.
 
     The first group's values are named `lr`, `momentum`, `weight_decay`; the others' add
-    `_group_{i}` (Poutyne's `lr_group_{i}`), such as `lr_group_1`. Momentum is the group's
-    `momentum` (SGD, RMSprop) or else the first of its `betas` (Adam and its kin); a group
-    with neither has no momentum value.
+    `_group_{i}`, such as `lr_group_1`. Momentum is the group's `momentum` (SGD, RMSprop) or
+    else the first of its `betas` (Adam and its kin); a group with neither has no momentum
+    value.
+
+    Compatibility: Poutyne's `lr_group_{i}` names.
 
     Example:
         >>> import torch

@@ -1,9 +1,9 @@
 """`LRScheduler`: change the learning rate during training, by epoch or by optimizer step.
 
-One callback takes every kind of schedule the seed libraries know: any `torch.optim.lr_scheduler`
-(an instance, or a factory `fn(optimizer)` built when `fit` starts), QuNet's curves run one after
-another (`kiln.optim.WarmupCosine` and friends), and TorchFusion's `fn(epoch) -> lr`
-(`kiln.optim.EpochFunction`). `golden_ratio_decay` is PytorchTrainer's plateau decay, ready-made.
+One callback takes three kinds of schedule: any `torch.optim.lr_scheduler` (an instance, or a
+factory `fn(optimizer)` built when `fit` starts), kiln's curves run one after another
+(`kiln.optim.WarmupCosine` and friends), and a function `fn(epoch) -> lr`
+(`kiln.optim.EpochFunction`). `golden_ratio_decay` is a plateau decay, ready-made.
 
 When it steps: per epoch, at `epoch_end`, after the trainer has logged the epoch's `lr`, so the
 logged value is the one the epoch used. Per optimizer step, the optimizer steps a batch made
@@ -56,16 +56,15 @@ class LRScheduler(Callback):
             optimizer; a factory `fn(optimizer) -> scheduler`, built when `fit` starts (use it
             when the trainer builds the optimizer, as with `optimizer="adam"`); a kiln curve
             (`WarmupCosine`, `LinearSchedule`, `ExponentialSchedule`, `ConstantSchedule`) or a
-            list of them, run one after another (QuNet); an `EpochFunction(fn)`, TorchFusion's
+            list of them, run one after another; an `EpochFunction(fn)` of a function
             `fn(epoch) -> lr`; or `None`, to `set` one later.
         interval: `"epoch"`: step after each epoch; `"step"`: after each optimizer step.
         monitor: The logged value a `ReduceLROnPlateau` receives after each epoch.
 
     A chain of kiln curves sets the optimizer's learning rate to the first curve's `lr1` when
-    `fit` starts. `set`, `add` and `clear` change the schedule between `fit` calls (QuNet's
-    `set_scheduler`, `add_scheduler`, `clear_schedulers`); `restart` goes back to the start;
-    `plan` and `plot` show the curve before training. `ends` lists `[epoch, step, samples]`
-    where each kiln curve ended.
+    `fit` starts. `set`, `add` and `clear` change the schedule between `fit` calls; `restart`
+    goes back to the start; `plan` and `plot` show the curve before training. `ends` lists
+    `[epoch, step, samples]` where each kiln curve ended.
 
     Example:
         >>> import torch
@@ -104,11 +103,17 @@ class LRScheduler(Callback):
         """The epochs where a kiln curve ended (`TrainingPlot` draws a line at each)."""
         return [end[0] for end in self.ends]
 
+    @property
+    def empty(self) -> bool:
+        """Whether no schedule is set: the learning rate is left as it is."""
+        kinds = (self.function, self.scheduler, self._factory)
+        return not self.chain.schedules and all(kind is None for kind in kinds)
+
     def set(self, schedule: Any) -> None:
         """Replace the schedule by `schedule` (any kind the constructor takes); start it afresh.
 
         A kiln curve's `lr1` is applied to the optimizer at once when the trainer is known,
-        else when `fit` starts (QuNet's `set_scheduler`).
+        else when `fit` starts.
         """
         self.chain = ScheduleChain()
         self.function: EpochFunction | None = None
@@ -146,7 +151,7 @@ class LRScheduler(Callback):
             self._start(self._trainer, self._trainer.optimizer)
 
     def add(self, schedule: Schedule) -> None:
-        """Append a kiln curve to run after the others (QuNet's `add_scheduler`)."""
+        """Append a kiln curve to run after the others."""
         if self.scheduler is not None or self._factory is not None or self.function is not None:
             raise ValueError(
                 "LRScheduler.add appends a kiln curve to a chain of kiln curves, but this "
@@ -285,7 +290,7 @@ class LRScheduler(Callback):
     def restart(self) -> None:
         """Go back to the start of the schedule, and the optimizer to its starting rates.
 
-        For PytorchTrainer's restarts: a torch scheduler returns to its fresh state (a factory
+        For `RestartOnPlateau`: a torch scheduler returns to its fresh state (a factory
         is built again if the trainer's optimizer was replaced), a chain to its first curve, an
         `EpochFunction` counts epochs from 0 again.
         """
@@ -384,7 +389,7 @@ class LRScheduler(Callback):
 def golden_ratio_decay(
     monitor: str = "val_loss", patience: int = 3, min_lr_ratio: float = 0.1, mode: Mode = "min"
 ) -> LRScheduler:
-    """PytorchTrainer's decay: divide the rate by the golden ratio on a plateau of `monitor`.
+    """Divide the learning rate by the golden ratio on a plateau of `monitor`.
 
     An `LRScheduler` of `kiln.optim.golden_ratio_plateau` (a `ReduceLROnPlateau` with factor
     2/(1+sqrt(5)), floored at `min_lr_ratio` times the starting rate), stepped with `monitor`

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 _NOT_ALLOWED = re.compile(r"[^\w\-. /]")
 #: MLflow's limit on the length of a parameter's value.
 MAX_PARAM_LENGTH = 6000
+#: The tag naming the experiment directory (`trainer.dir`) of the run that logs to an MLflow run.
+DIRECTORY_TAG = "kiln.dir"
 
 
 def _client(tracking_uri: str | None) -> MlflowClient:
@@ -71,6 +73,12 @@ class MLflowLogger(Callback):
     callback's state, and a later `fit` of the same trainer continues it too. MLflow cannot
     delete a value, so an epoch that the interrupted run logged after its checkpoint is not
     logged again (on the CPU the resumed run computes the same values).
+
+    A killed process cannot end its MLflow run, so with `trainer.dir` each run gets the tag
+    `kiln.dir` (the directory's absolute path), and every `fit` of that directory marks
+    `KILLED` the runs of the experiment so tagged that are still `RUNNING` and that it does not
+    continue: those whose process was killed, such as one killed in its first epoch, before a
+    checkpoint named its run (the run then starts again from scratch, in a new MLflow run).
 
     Args:
         experiment: The experiment's name; created when missing.
@@ -134,18 +142,41 @@ class MLflowLogger(Callback):
             uri = f"sqlite:///{path}" if path.suffix == ".db" else path.as_uri()
         client = self._client = _client(uri)
         self._logged_through = 0
-        if self.run_id is not None and not self._continue(client, trainer):
-            self.run_id = None
-        if self.run_id is None:
+        experiment_id = None if self.run_id is None else self._continue(client, trainer)
+        if experiment_id is None:
             found = client.get_experiment_by_name(self.experiment)
             experiment_id = (
                 client.create_experiment(self.experiment) if found is None else found.experiment_id
             )
-            run = client.create_run(experiment_id, tags=self.tags, run_name=self.run_name)
+            tags = dict(self.tags)
+            if trainer.dir is not None:
+                tags[DIRECTORY_TAG] = str(trainer.dir.resolve())
+            run = client.create_run(experiment_id, tags=tags, run_name=self.run_name)
             self.run_id, self._params_logged = run.info.run_id, False
+        if trainer.dir is not None:
+            self._end_killed_runs(client, experiment_id, str(trainer.dir.resolve()))
 
-    def _continue(self, client: MlflowClient, trainer: Trainer) -> bool:
-        """Reopen the run `run_id`; return `False`, with a warning, if it is gone."""
+    def _end_killed_runs(self, client: MlflowClient, experiment_id: str, directory: str) -> None:
+        """Mark `KILLED` the runs of `directory` left `RUNNING` by a killed process.
+
+        One directory trains one run at a time, so any such run other than the one continued
+        now was left by a process that could not end it.
+        """
+        token = None
+        while True:
+            page = client.search_runs(
+                [experiment_id], "attributes.status = 'RUNNING'", page_token=token
+            )
+            for run in page:
+                left = run.info.run_id != self.run_id
+                if left and run.data.tags.get(DIRECTORY_TAG) == directory:
+                    client.set_terminated(run.info.run_id, status="KILLED")
+            token = page.token
+            if not token:
+                return
+
+    def _continue(self, client: MlflowClient, trainer: Trainer) -> str | None:
+        """Reopen the run `run_id`; return its experiment, or `None` (warned) if it is gone."""
         from mlflow.exceptions import MlflowException
 
         run_id = str(self.run_id)
@@ -160,14 +191,15 @@ class MLflowLogger(Callback):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return False
+            self.run_id = None
+            return None
         client.update_run(run_id, status="RUNNING")
         if trainer.state.resumed:  # what the interrupted run logged after its checkpoint
-            steps = [
+            epochs = [  # MLflow's `step` of each value: its epoch number
                 m.step for key in run.data.metrics for m in client.get_metric_history(run_id, key)
             ]
-            self._logged_through = max(steps, default=0)
-        return True
+            self._logged_through = max(epochs, default=0)
+        return str(run.info.experiment_id)
 
     def on_train_epoch_start(self, trainer: Trainer) -> None:
         """Log the parameters, once the training data is known."""

@@ -37,8 +37,8 @@ def improved(
     """Tell whether `value` beats `best` by more than `min_delta` and `min_rel_delta` of `best`.
 
     The relative margin is a fraction of `best`'s magnitude: for "min" with a positive `best`,
-    `value < (1 - min_rel_delta) * best` (PytorchTrainer's `valid < 0.995 * best`). Both margins
-    add up. NaN never improves; the first finite value beats an infinite `best`.
+    `value < (1 - min_rel_delta) * best`, such as `value < 0.995 * best`. Both margins add up.
+    NaN never improves; the first finite value beats an infinite `best`.
 
     Example:
         >>> improved(0.996, 1.0, "min", min_rel_delta=0.005), improved(0.99, 1.0, "min", 0, 0.005)
@@ -46,7 +46,7 @@ def improved(
     """
     if math.isnan(value):
         return False
-    # Scaling best (not subtracting a product) gives exactly PytorchTrainer's `0.995 * best`.
+    # Scaling best (not subtracting a product) gives exactly `0.995 * best`, the rule as written.
     if mode == "min":
         scale = 1.0 - min_rel_delta if best >= 0 else 1.0 + min_rel_delta
         return value < (best * scale if min_rel_delta else best) - min_delta

@@ -23,7 +23,7 @@ from kiln.callbacks.base import Callback
 from kiln.callbacks.log_files import resolve_log_path
 from kiln.callbacks.monitor import resolve_mode
 from kiln.callbacks.progress import format_value
-from kiln.checkpoint.files import atomic_write
+from kiln.checkpoint.files import atomic_write, remove_leftover_temporaries
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -259,7 +259,10 @@ class PlotLogs(Callback):
         self.written: list[Path] = []
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        """Check now that matplotlib is there and writes every format, not after training."""
+        """Check now that matplotlib is there and writes every format, not after training.
+
+        The temporary files that a run killed while writing a figure left go.
+        """
         try:
             figure_class = _figure_class()
         except ImportError as error:
@@ -282,6 +285,7 @@ class PlotLogs(Callback):
                 f"PlotLogs: {directory} is a file, but the plots need a directory there. Pass "
                 "another `directory`, or move the file."
             )
+        remove_leftover_temporaries(directory)  # of a run killed while writing a figure
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """Draw every quantity of the history, and write the files."""

@@ -1,7 +1,7 @@
 """`ProgressBar`: a live bar during each epoch and a summary line after it.
 
 tqdm is imported only when a bar is shown. The bar refreshes at a bounded rate (it reads the loss
-from the device only then), so it adds no host sync per step.
+from the device only then), so it adds no host sync per batch.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def format_value(key: str, value: Any) -> str:
 
 
 def summary_line(epoch: int, epochs: int, steps: int, seconds: float, logs: dict[str, Any]) -> str:
-    """Return the line printed after an epoch.
+    """Return the line printed after an epoch, which took `steps` optimizer steps.
 
     Such as `Epoch 2/10  38 steps  0.99s  loss: 0.2294  accuracy: 0.9312  val_loss: 0.2799`.
     """
@@ -76,7 +76,7 @@ def summary_line(epoch: int, epochs: int, steps: int, seconds: float, logs: dict
 
 
 def epoch_summary(state: TrainState, steps: int) -> str:
-    """Return the line shown after the epoch `state` just finished, which took `steps` steps.
+    """Return the line shown after the epoch `state` just finished, in `steps` optimizer steps.
 
     The seconds are the epoch's logged `time`, so the console, a `TextLog` and a `CSVLogger`
     agree.
@@ -131,8 +131,10 @@ class ProgressBar(Callback):
         self.refresh_seconds = refresh_seconds
         self.file = file
         self._bar: Any = None
-        self._pending = 0
-        self._steps = 0
+        self._pending = 0  # batches done but not yet drawn on the bar
+        # The optimizer steps before the epoch: the summary line counts the epoch's own, as
+        # `TextLog` does (with gradient accumulation, fewer than its batches).
+        self._steps_before_epoch = 0
         self._next_refresh = 0.0
 
     def _show_bar(self) -> bool:
@@ -145,7 +147,8 @@ class ProgressBar(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer) -> None:
         """Open the epoch's bar."""
-        self._steps = self._pending = 0
+        self._pending = 0
+        self._steps_before_epoch = trainer.state.step
         self._next_refresh = time.monotonic() + self.refresh_seconds
         if self._show_bar():
             state = trainer.state
@@ -171,7 +174,6 @@ class ProgressBar(Callback):
             # The only read from the device, at most once per refresh.
             self._bar.set_postfix_str(f"loss: {float(output.loss.detach()):.4f}", refresh=False)
         self._bar.update(self._pending)  # draws the bar with its new postfix
-        self._steps += self._pending
         self._pending = 0
         self._next_refresh = time.monotonic() + self.refresh_seconds
 
@@ -183,7 +185,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer: Trainer) -> None:
         """Close the bar and print the epoch's summary line."""
         self._close()
-        self._print(epoch_summary(trainer.state, self._steps + self._pending))
+        state = trainer.state
+        self._print(epoch_summary(state, state.step - self._steps_before_epoch))
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """Close a bar left open by an exception, and say why the run stopped early."""

@@ -27,7 +27,7 @@ from kiln.callbacks.progress import format_value
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
 
-#: The share of the early-stopping window after which PytorchTrainer restarts.
+#: The share of the early-stopping window after which the optimizer restarts.
 SHARE_OF_EARLY_STOPPING = 0.2
 
 
@@ -44,12 +44,13 @@ class RestartOnPlateau(Callback):
     list, so that a restarted schedule is not stepped with the epoch that caused the restart.
 
     Arguments left unset (None) are taken from the trainer's `EarlyStopping`, so that both agree
-    on what progress is; `patience` is then 20% of its window (PytorchTrainer's rule: the
-    optimizer is restarted after a fifth of the early-stopping countdown has passed). The
-    PytorchTrainer recipe is::
+    on what progress is; `patience` is then 20% of its window: the optimizer is restarted after a
+    fifth of the early-stopping countdown has passed. With the schedule and the early stopping::
 
         callbacks=[scheduler, RestartOnPlateau(),
                    EarlyStopping(patience=0.2, min_rel_delta=0.005, countdown=True)]
+
+    Compatibility: PytorchTrainer's `with_restarts`, rule for rule.
 
     Args:
         patience: Epochs without improvement before a restart: an int, a float in (0, 1) for
@@ -60,8 +61,8 @@ class RestartOnPlateau(Callback):
         min_delta: The smallest change that counts as an improvement (else the
             `EarlyStopping`'s, else 0).
         min_rel_delta: The smallest change as a fraction of the best (likewise).
-        countdown: Count as PytorchTrainer does: restart once the epochs without improvement
-            before the current one reach `patience` (likewise; see `EarlyStopping`).
+        countdown: Restart once the epochs without improvement before the current one reach
+            `patience` (likewise; see `EarlyStopping`).
         verbose: Print a line at each restart.
 
     After a run, `restarts` lists the epochs (1-based) at whose end the optimizer was restarted;
@@ -195,7 +196,7 @@ class RestartOnPlateau(Callback):
             self.restarted = False
             return
         self.wait += 1
-        # PytorchTrainer tests its counter before counting the current epoch.
+        # The countdown tests its count before counting the current epoch.
         counted = self.wait - 1 if self.countdown else self.wait
         patience = self.patience_epochs if self.patience_epochs is not None else float("inf")
         if not self.restarted and counted >= patience:

@@ -1,4 +1,4 @@
-"""`StopFile`: end a run cleanly when a file appears (PytorchTrainer's `stop_{name}`).
+"""`StopFile`: end a run cleanly when a file such as `stop_{name}` appears.
 
 What lives here: which file is watched, and stopping the run after the epoch in which it
 appeared. What does not: stopping on signals such as Ctrl-C (the trainer's loop) and the stop
@@ -8,8 +8,9 @@ itself (`Trainer.request_stop`, which ends the loop once the epoch is logged and
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kiln.callbacks.base import Callback
 
@@ -28,10 +29,16 @@ class StopFile(Callback):
     the logs print; a later `fit(..., resume=True)` of the run finds it ended, as after early
     stopping.
 
+    The file is deleted when `fit` ends, after the checkpoint that records the stop is written,
+    so that the stop survives a kill in between: a run killed before that checkpoint finds the
+    file again when resumed and stops after the same epoch, and a run killed after it is ended,
+    and its resume deletes the file. A file that cannot be deleted draws a warning (the next
+    run watching it would stop after its first epoch).
+
     The file watched is, in this order: `path` when given; else `stop_{name}` in the working
-    directory (PytorchTrainer's name); else `stop_{dir name}` in the working directory for a
-    trainer with an experiment directory; else `stop`. A relative path is read from the working
-    directory at the start of `fit`; `file` holds the full path then.
+    directory; else `stop_{dir name}` in the working directory for a trainer with an experiment
+    directory; else `stop`. A relative path is read from the working directory at the start of
+    `fit`; `file` holds the full path then.
 
     Args:
         name: The run's name, giving the file `stop_{name}`.
@@ -50,7 +57,7 @@ class StopFile(Callback):
         >>> history = trainer.fit((torch.randn(8, 2), torch.randn(8, 1)), epochs=5)
         >>> len(history), os.path.exists(stop)
         (1, False)
-        >>> trainer.state.stop_reason.startswith("on demand")
+        >>> trainer.state.stop_reason == f"on demand (found the stop file {stop})"
         True
     """
 
@@ -79,6 +86,8 @@ class StopFile(Callback):
         self.name = name
         self.path = None if path is None else Path(path)
         self.file: Path | None = None
+        #: Whether this callback stopped the run (saved with it): the file then goes at the end.
+        self.stopped = False
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """Settle which file to watch, relative to the working directory of now."""
@@ -91,16 +100,44 @@ class StopFile(Callback):
         else:
             file = Path("stop")
         self.file = file.absolute()
+        if not trainer.state.resumed:
+            self.stopped = False
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        """Stop when the file exists, and delete it so that the next run is not stopped too."""
+        """Stop when the file exists; it is deleted when `fit` ends, once the stop is saved."""
         file = self.file
         if file is None or not file.exists():
             return
+        reason = f"on demand (found the stop file {file})"
+        trainer.request_stop(reason)
+        # Another stop of the same step may have come first (a spent `max_steps`, which a
+        # resume continues): the file then stays, to stop the resumed run.
+        self.stopped = self.stopped or trainer.state.stop_reason == reason
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """Delete the file once the run's stop is saved, so that the next run is not stopped.
+
+        After an error or a signal the epoch's checkpoint was not written: the file stays, and
+        stops the resumed run again.
+        """
+        file, state = self.file, trainer.state
+        if not self.stopped or file is None or state.error is not None or state.interrupt:
+            return
         try:
-            file.unlink()
-        except OSError as error:  # stop anyway: that is what the user asked for
-            note = f"; it could not be deleted ({error.strerror or error})"
-        else:
-            note = ", and deleted it"
-        trainer.request_stop(f"on demand (found the stop file {file}{note})")
+            file.unlink(missing_ok=True)
+        except OSError as error:
+            warnings.warn(
+                f"StopFile: the run stopped on demand, but the stop file {file} could not be "
+                f"deleted ({error.strerror or error}). Delete it, or the next run watching it "
+                "stops after its first epoch.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return whether this callback stopped the run (its file is deleted at the end)."""
+        return {"stopped": self.stopped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (nothing, from a checkpoint of an older kiln)."""
+        self.stopped = bool(state.get("stopped", False))

@@ -16,9 +16,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn, update_bn
 
 from kiln.callbacks.weight_averaging import WeightAverage
-from kiln.checkpoint.rng import get_rng_state, set_rng_state
 from kiln.data.batch import call_model, on_device, split_batch
 from kiln.options import check_flags
+from kiln.seed import get_rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -32,9 +32,9 @@ class _BatchForward(nn.Module):
         self.module = module
 
     def forward(self, batch: Any) -> Any:
-        step = getattr(self.module, "training_step", None)
-        if callable(step):
-            return step(batch, 0)
+        method = getattr(self.module, "training_step", None)
+        if callable(method):
+            return method(batch, 0)
         return call_model(self.module, split_batch(batch)[0])
 
 

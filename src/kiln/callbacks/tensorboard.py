@@ -1,7 +1,7 @@
-"""`TensorBoard`: the epoch values, per-step losses and hyperparameters of a run, for TensorBoard.
+"""`TensorBoard`: the epoch values, batch losses and hyperparameters of a run, for TensorBoard.
 
-The layout follows Keras, which is what TensorBoard users know: two runs, `train` and
-`validation`, with the same tags, so each chart overlays both curves. Under `log_dir`:
+The layout is the one TensorBoard users know: two runs, `train` and `validation`, with the same
+tags, so each chart overlays both curves. Under `log_dir`:
 
 - `train/`: `epoch_loss`, `epoch_accuracy`, ..., `epoch_lr`, `epoch_time`: every value the
   epoch logged (without `val_` prefix), at step = the epoch number (1, 2, ...);
@@ -102,13 +102,14 @@ def _import_writer() -> type[SummaryWriter]:
 
 
 class TensorBoard(Callback):
-    """Write the run's values as TensorBoard event files, laid out as Keras does.
+    """Write the run's values as TensorBoard event files, a run each for training and validation.
 
     See the module docstring for the layout. Values are written when the epoch's logs are
     complete and flushed then, before the trainer saves its checkpoint; TensorBoard sees each
     epoch as it ends. Epoch values are numbers already (the trainer read them from the device
-    once per epoch); per-step losses are gathered on the device and read once every
-    `batch_interval` steps, so the logger adds no more than one synchronisation per interval.
+    once per epoch); the batches' losses are gathered on the device and read once every
+    `batch_interval` optimizer steps, so the logger adds no more than one synchronisation per
+    interval.
 
     A run that continues (`fit(..., resume=True)`, or a later `fit` of the same trainer) opens
     new event files with `purge_step` set to its first epoch and step: what the interrupted run
@@ -202,7 +203,7 @@ class TensorBoard(Callback):
             self._run_hparams = run_hparams(trainer)
 
     def on_train_batch_end(self, trainer: Trainer) -> None:
-        """With `batch_interval`: keep the step's loss; every interval, write the mean."""
+        """With `batch_interval`: keep the batch's loss; every interval, write the mean."""
         state = trainer.state
         output = state.output
         if self.batch_interval is None or output is None or output.loss is None:

@@ -25,11 +25,13 @@ class TextLog(Callback):
     The file gets, as the console does, `Epoch 2/10  38 steps  0.99s  loss: 0.2294  ...` after
     every epoch and `Stopped after epoch N: reason` when the run stops early, so a run that
     printed nowhere (a job on a cluster, a notebook since closed) can be read afterwards. Lines
-    are added after what the file holds already: every run of a script adds its lines, like
-    TorchFusion's `save_logs`. Each line is flushed when written, so a crash loses none.
+    are added after what the file holds already: every run of a script adds its lines. Each line
+    is flushed when written, so a crash loses none.
 
     With `trainer.dir` set, the log resumes exactly with the run: `fit(..., resume=True)` first
-    removes the lines of an epoch that ran after the last checkpoint, so none appears twice.
+    removes the lines of an epoch that ran after the last checkpoint, so none appears twice. A
+    file inside `trainer.dir` belongs to the run there: a run that starts from scratch (one
+    killed before its first checkpoint, resumed) starts it anew.
 
     Args:
         path: The file; a relative path is relative to `trainer.dir` when the trainer has one,
@@ -68,8 +70,8 @@ class TextLog(Callback):
         log.locate(trainer)
         if log.continues_run(trainer):
             log.open(end=log.size)
-        else:
-            log.open(keep=True)
+        else:  # inside `trainer.dir`, a run starting from scratch starts its log anew
+            log.open(keep=not log.starts_anew(trainer))
         if not trainer.state.resumed:
             self._steps_before_epoch = trainer.state.step
 

@@ -1,14 +1,14 @@
-"""`TrainingPlot`: QuNet's training figure every `period` epochs, in the notebook and on disk.
+"""`TrainingPlot`: the training figure every `period` epochs, in the notebook and on disk.
 
 Every `period` epochs (and after the last one) the callback draws
 `kiln.tools.plotting.training_figure`
 from the whole history (so a resumed run draws the epochs before the interruption too), shows it
 inline when the code runs in a Jupyter kernel, replacing the figure it showed before, writes it
-atomically as a PNG in the run directory, and then lets every callback draw its own figures
-(QuNet's `on_after_plot`): each callback with an `on_plot(trainer)` method is called, and finds
+atomically as a PNG in the run directory, and then lets every callback draw its own figures:
+each callback with an `on_plot(trainer)` method is called, and finds
 the figure in `TrainingPlot.figure`.
 
-What lives here: when to draw, where the files go, the `plot` event. What does not: the drawing
+What lives here: when to draw, where the files go, the `on_plot` hook. What does not: the drawing
 (`kiln.tools.plotting`) and the end-of-run figures of every value (`plot_logs.py`).
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kiln.callbacks.base import Callback
+from kiln.callbacks.dispatch import call_hook
 from kiln.callbacks.log_files import resolve_log_path
-from kiln.checkpoint.files import atomic_write
-from kiln.events import Event
+from kiln.checkpoint.files import atomic_write, remove_leftover_temporaries
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,18 +47,21 @@ class TrainingPlot(Callback):
 
     When it draws: at the end of every epoch whose number is a multiple of `period`, after the
     last epoch of each `fit` (also one stopped early or by an error), never twice for one
-    epoch. Then every other callback's `on_plot(trainer)` is called (the `plot` event), so that
-    it can draw its own figures; `self.figure` holds the training figure meanwhile.
+    epoch. Then every other callback's `on_plot(trainer)` is called (a hook of this callback,
+    not an event of the loop), so that it can draw its own figures; `self.figure` holds the
+    training figure meanwhile.
 
     Files: `file` in `directory`; by default `training.png` in the trainer's directory, and no
-    file when the trainer has none. `per_metric=True` also writes TorchFusion's figures there,
-    one per value, named as TorchFusion names them with its 0-based epoch index `e`:
+    file when the trainer has none. `per_metric=True` also writes one figure per value there,
+    named with the 0-based epoch index `e`:
     `epoch_{e}_loss.png` (training loss, red), `train_{name}_epoch_{e}.png` and
     `test_{name}_epoch_{e}.png` (a metric on the training and validation data, blue), each
     against the 0-based epoch; a new set of files each time it draws.
 
+    Compatibility: QuNet's figure and `on_after_plot`; TorchFusion's per-value file names.
+
     Args:
-        period: Draw every this many epochs (QuNet's `period_plot`).
+        period: Draw every this many epochs.
         file: The PNG's file name, or `None` for none.
         directory: Where the files go: `None` for the trainer's directory (nothing written
             without one); a path, relative to the trainer's directory when it has one, else to
@@ -69,7 +72,7 @@ class TrainingPlot(Callback):
         mode: `"max"` if a higher score is better, `"min"` if lower, `"auto"` from the name.
         marks: Epochs at which to draw a vertical line.
         smooth: Smooth curves longer than this many points (0: never).
-        per_metric: Also write TorchFusion's per-value figures.
+        per_metric: Also write the per-value figures.
 
     Example:
         >>> import torch, kiln
@@ -142,7 +145,10 @@ class TrainingPlot(Callback):
         self._handle: Any = None  # the notebook display the next figure replaces
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        """Check that matplotlib is there before training; start a new inline figure."""
+        """Check that matplotlib is there before training; start a new inline figure.
+
+        The temporary files that a run killed while writing a figure left go.
+        """
         from kiln.callbacks.plot_logs import _figure_class
 
         _figure_class()  # raises an ImportError that says how to install it
@@ -156,6 +162,9 @@ class TrainingPlot(Callback):
                     "notebook) or show=False."
                 ) from error
         self._handle = None
+        directory = self._directory(trainer)
+        if directory is not None:
+            remove_leftover_temporaries(directory)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         """Draw every `period` epochs and after the last epoch of the run."""
@@ -207,7 +216,8 @@ class TrainingPlot(Callback):
                 self.written += _write_per_metric(trainer, directory)
         if show:
             self._handle = show_png(png, self._handle)
-        trainer._emit(Event.PLOT)  # callbacks draw their own figures (QuNet on_after_plot)
+        # The other callbacks draw their own figures now, beside this one.
+        call_hook((cb for cb in trainer.callbacks if cb is not self), "on_plot", trainer)
         return figure
 
     def _directory(self, trainer: Trainer) -> Path | None:
@@ -242,7 +252,7 @@ def _title(trainer: Trainer) -> str:
 
 
 def _write_per_metric(trainer: Trainer, directory: Path) -> list[Path]:
-    """TorchFusion's files: `epoch_{e}_loss.png`, `train_{name}_epoch_{e}.png`, `test_...`."""
+    """The per-value files: `epoch_{e}_loss.png`, `train_{name}_epoch_{e}.png`, `test_...`."""
     from kiln.tools.plotting import metric_figure, to_png
 
     history, index = trainer.history, trainer.state.epoch - 1

@@ -3,9 +3,8 @@
 What lives here: `WeightAverage`, a `torch.optim.swa_utils.AveragedModel` kept beside the model
 and updated after optimizer steps, evaluated on the validation data, swapped into the model or
 saved at the end, as the user chooses; and `EMA`, its per-step exponential moving average. What
-does not: `SWA` (`swa.py`), averaging the best epochs' snapshots at the end (`best_average.py`,
-PytorchTrainer's best-N), and the trainer's own checkpoint, which holds the averages through the
-callbacks' `state_dict`.
+does not: `SWA` (`swa.py`), averaging the best epochs' snapshots at the end (`best_average.py`),
+and the trainer's own checkpoint, which holds the averages through the callbacks' `state_dict`.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from kiln.callbacks.base import Callback
-from kiln.checkpoint.files import atomic_save
+from kiln.checkpoint.files import atomic_save, remove_leftover_temporaries
 from kiln.checkpoint.weights import weights_record
 from kiln.distributed.context import is_main_process
 from kiln.options import check_flags
@@ -165,11 +164,9 @@ class WeightAverage(Callback):
         if not self.validate or self._count == 0 or state.val_data is None:
             return
         saved = (state.stage, state.batch_idx, state.data, state.batch, state.output)
-        model, trainer.model = trainer.model, self.model
-        try:  # the trainer evaluates the averaged copy as it would the model (its steps too)
-            evaluation = trainer.evaluate(state.val_data)
+        try:  # the trainer evaluates the averaged copy as it would the model (its step methods too)
+            evaluation = trainer.evaluate(state.val_data, model=self.model)
         finally:
-            trainer.model = model
             state.stage, state.batch_idx, state.data, state.batch, state.output = saved
         state.logs.update({f"val_{self.tag}_{k}": v for k, v in evaluation.to_dict().items()})
 
@@ -183,6 +180,7 @@ class WeightAverage(Callback):
             if not path.is_absolute() and trainer.dir is not None:
                 path = trainer.dir / path
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftover_temporaries(path.parent)  # of a run killed while writing
             record = weights_record(self.model, trainer.state.epoch, trainer.state.logs)
             self.saved_path = atomic_save(record, path)
         if self.swap:

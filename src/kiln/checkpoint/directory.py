@@ -106,7 +106,7 @@ def find_checkpoint(
         return best[epoch], epoch
     if checkpoint == "last":
         path = directory / LAST
-        if not path.is_file():
+        if not path.exists():  # a directory there is read, and refused with a clear error
             raise FileNotFoundError(f"{path} does not exist: nothing was trained in {directory}.")
         return path, None
     if isinstance(checkpoint, int) and not isinstance(checkpoint, bool):
@@ -118,7 +118,7 @@ def find_checkpoint(
         return best[checkpoint], checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
         path = Path(checkpoint)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(
                 f"`checkpoint` must be 'best', 'last', an epoch number or a file; {path} is none."
             )

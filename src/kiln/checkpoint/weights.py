@@ -9,6 +9,7 @@ weights into a model with clear errors (`run.py`).
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kiln.checkpoint.files import atomic_save, safe_load
+from kiln.checkpoint.files import CheckpointError, atomic_save, safe_load
 
 #: The value of the "format" key of a weights record.
 WEIGHTS_FORMAT = "kiln-weights"
@@ -97,8 +98,8 @@ def load_weights(path: str | Path) -> dict[str, Any]:
         `kiln.checkpoint.run.load_model_state`.
 
     Raises:
-        CheckpointError: If the file is missing or holds objects that are not plain data.
-        ValueError: If the file holds something other than model weights.
+        CheckpointError: If the file is missing, damaged, holds objects that are not plain
+            data, or holds something other than model weights (a `ValueError` too).
 
     Example:
         >>> import tempfile, torch
@@ -109,21 +110,25 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     """
     content = safe_load(path)
     if isinstance(content, dict):
-        if content.get("format") == WEIGHTS_FORMAT and isinstance(content.get("model"), dict):
-            return dict(content["model"])
-        for key in ("model", "state_dict"):
-            if isinstance(content.get(key), dict):
-                return dict(content[key])
-        if content and all(isinstance(value, torch.Tensor) for value in content.values()):
-            return dict(content)
-        keys = ", ".join(repr(key) for key in list(content)[:10]) or "none"
-        raise ValueError(
-            f"{path} holds a dict with the keys {keys}, but no model weights. Expected a file "
-            "written by kiln's Checkpoint or save_weights (key 'model'), a trainer checkpoint "
-            "(key 'model' or 'state_dict'), or a bare state_dict (a dict of tensors): save the "
-            "weights with `torch.save(model.state_dict(), path)`."
+        weights = next(
+            (content[key] for key in ("model", "state_dict") if isinstance(content.get(key), dict)),
+            content,
         )
-    raise ValueError(
+        if weights and all(
+            isinstance(key, str) and isinstance(value, torch.Tensor)
+            for key, value in weights.items()
+        ):
+            return dict(weights)
+        keys = ", ".join(repr(key) for key in list(content)[:10]) or "none"
+        raise CheckpointError(
+            errno.EINVAL,
+            f"{path} holds a dict with the keys {keys}, but no model weights (a dict of tensors "
+            "by name). Expected a file written by kiln's Checkpoint or save_weights (key "
+            "'model'), a trainer checkpoint (key 'model' or 'state_dict'), or a bare state_dict: "
+            "save the weights with `torch.save(model.state_dict(), path)`.",
+        )
+    raise CheckpointError(
+        errno.EINVAL,
         f"{path} holds a {type(content).__name__}, but model weights are a dict of tensors. "
-        "Save them with `torch.save(model.state_dict(), path)` or kiln's Checkpoint."
+        "Save them with `torch.save(model.state_dict(), path)` or kiln's Checkpoint.",
     )

@@ -2,8 +2,8 @@
 
 What lives here: the batch formats kiln understands (`x`, `(x, y)`, `(x, w, y)`, with `x` a
 tensor, a list or tuple of tensors, or a dict of tensors), and small functions over nested
-batches. What does not: where batches come from (`data.py`) or what a step does with them
-(`step.py`).
+batches. What does not: where batches come from (`in_memory.py`, `sources.py`) or what the step
+methods compute from them (`loop/step_methods.py`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ batches (`sources.py`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import numpy as np
@@ -17,20 +17,27 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from kiln.options import whole_number
+
 TensorLike = Tensor | np.ndarray
 _MIX = 0x9E3779B97F4A7C15  # an odd constant (the golden ratio in 64 bits) that spreads seeds
 T = TypeVar("T")
 
 
 def check_batch_size(batch_size: Any) -> int:
-    """Return `batch_size` if it is a positive integer.
+    """Return `batch_size` as an `int` if it is a positive integer (numpy's too).
 
     Raises:
         ValueError: Otherwise, naming the value received.
+
+    Example:
+        >>> check_batch_size(np.int64(8))
+        8
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    size = whole_number(batch_size)
+    if size is None or size <= 0:
         raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
-    return batch_size
+    return size
 
 
 def as_tensor(value: Any, name: str = "data") -> Tensor:
@@ -48,9 +55,54 @@ def as_tensor(value: Any, name: str = "data") -> Tensor:
         # Models are float32 by default; numpy's float64 would fail at the first layer.
         return tensor.float() if tensor.is_floating_point() else tensor
     raise TypeError(
-        f"`{name}` must be a torch.Tensor or a numpy array; received {type(value).__name__}. "
-        "Convert it first, e.g. `torch.as_tensor(values)`."
+        f"`{name}` must be a torch.Tensor or a numpy array; received {not_a_tensor(value)}."
     )
+
+
+def not_a_tensor(value: Any) -> str:
+    """Say what `value`, which kiln needed as a tensor, is, and how to make it one.
+
+    Example:
+        >>> not_a_tensor([0.5, 1.5])
+        'a list. Fix: `torch.tensor(values)` or `np.asarray(values)`'
+    """
+    kind = type(value)
+    library = kind.__module__.split(".")[0]
+    if callable(getattr(value, "to_numpy", None)):  # pandas, polars, ...
+        return f"a {library} {kind.__name__}. Fix: `.to_numpy()` it (numbers only)"
+    if isinstance(value, str):
+        if "/" in value or "\\" in value or value.rsplit(".", 1)[-1] in _FILE_SUFFIXES:
+            return (
+                f"the string {value[:60]!r}. kiln does not read files: load the numbers first "
+                "(`np.loadtxt(path)`, `pandas.read_csv(path).to_numpy()`), or train on a CSV "
+                "table with the command `kiln fit`"
+            )
+        return (
+            f"the string {value[:40]!r}. Fix: give the values themselves as numbers (a column "
+            "of a table: `df[column].to_numpy()`; text: encode it as numbers first)"
+        )
+    if isinstance(value, Mapping):
+        return (
+            "a dict. Fix: for a model with keyword inputs, give a torch Dataset whose items "
+            "are `({'a': a, 'b': b}, y)`, or a tuple of tensors for a model with one input"
+        )
+    if isinstance(value, (list, tuple)) and any(
+        isinstance(item, (Tensor, np.ndarray)) for item in value
+    ):
+        return (
+            f"a {kind.__name__} of tensors. Fix: for a model with several inputs, give a torch "
+            "Dataset whose items are `((x1, x2), y)`; for one input, `torch.stack(...)` them"
+        )
+    if isinstance(value, (list, tuple)):
+        return f"a {kind.__name__}. Fix: `torch.tensor(values)` or `np.asarray(values)`"
+    if value is None:
+        return "None"
+    article = "an" if kind.__name__[:1].lower() in "aeiou" else "a"
+    return f"{article} {kind.__name__}. Fix: convert it with `torch.as_tensor(value)`"
+
+
+#: File name suffixes that say a string names a file of data.
+_FILE_SUFFIXES = {"csv", "tsv", "txt", "npy", "npz", "pt", "parquet", "json", "xlsx", "h5"}
 
 
 def permutation(total: int, seed: int, epoch: int) -> Tensor:
@@ -72,7 +124,7 @@ class Data:
 
     `Data((X, Y))` yields `(x, y)` batches, `Data((X, W, Y))` yields `(x, w, y)`, and a single
     tensor yields tensor batches. The tensors may live on the training device, so that no copy
-    happens per step. Changing `batch_size` takes effect at the next pass. With `shuffle=True`
+    happens per batch. Changing `batch_size` takes effect at the next pass. With `shuffle=True`
     every pass, the first included, visits the samples in a permutation drawn from `seed` and the
     pass number, so the order is reproducible and a resumed run sees the same order.
 
@@ -124,7 +176,7 @@ class Data:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
-        if seed is not None and (isinstance(seed, bool) or not 0 <= seed < 2**63):
+        if seed is not None and (whole_number(seed) is None or not 0 <= seed < 2**63):
             raise ValueError(f"`seed` must be an integer in [0, 2**63); received {seed!r}.")
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
         self.epoch = 0
@@ -274,7 +326,9 @@ def split(dataset: Any, *fractions: float, seed: int = 0, stratify: Any = None) 
     """Split data into parts of the given fractions, the same way for the same seed.
 
     Part sizes are `round(fraction * N)`, the last part taking the remainder, and the indices
-    come from `numpy.random.RandomState(seed).permutation(N)` (as PyBlaze's `random_split`).
+    come from `numpy.random.RandomState(seed).permutation(N)`.
+
+    Compatibility: PyBlaze's `random_split`, part for part.
 
     Args:
         dataset: A `kiln.Data` (parts are `Data` with the same options), a torch `Dataset`
@@ -360,4 +414,5 @@ def loader(
     if collate_fn is not None:
         kwargs.setdefault("collate_fn", collate_fn)
     kwargs.setdefault("pin_memory", torch.cuda.is_available())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **kwargs)
+    size = None if batch_size is None else check_batch_size(batch_size)  # numpy's ints too
+    return DataLoader(dataset, batch_size=size, shuffle=shuffle, **kwargs)

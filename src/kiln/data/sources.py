@@ -1,7 +1,7 @@
 """Turning what `fit`, `evaluate` and `predict` receive into an iterable of batches.
 
 What lives here: the accepted kinds of data (`Data`, `DataLoader`, `Dataset`, tensors and
-arrays) and the hold-out split for `fit(val=0.1)`. What does not: batching itself (`data.py`).
+arrays) and the hold-out split for `fit(val=0.1)`. What does not: batching itself (`in_memory.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from kiln.data.batch import rebuild_sequence, slice_batch
-from kiln.data.in_memory import Data, as_tensor, check_batch_size, loader, split
+from kiln.data.in_memory import Data, as_tensor, check_batch_size, loader, not_a_tensor, split
 
 #: Samples per batch when `fit` receives raw tensors or a Dataset and no `batch_size`.
 DEFAULT_BATCH_SIZE = 32
@@ -74,8 +74,20 @@ def as_batches(data: Any, name: str, batch_size: int | None, shuffle: bool) -> I
         )
     if isinstance(data, (tuple, list)) and len(data) == 0:
         raise ValueError(f"`{name}` is an empty {type(data).__name__}; pass `(X, Y)`.")
-    kind = "a dict" if isinstance(data, Mapping) else type(data).__name__
-    raise TypeError(f"`{name}` must be {ACCEPTED}; received {kind}.")
+    if isinstance(data, tuple) or (
+        isinstance(data, list) and any(isinstance(item, (Tensor, np.ndarray)) for item in data)
+    ):
+        roles = {2: ("X", "Y"), 3: ("X", "W", "Y")}.get(len(data))
+        index, item = next(
+            (i, item) for i, item in enumerate(data) if not isinstance(item, (Tensor, np.ndarray))
+        )
+        role = f"`{roles[index]}`" if roles else f"item {index}"
+        raise TypeError(
+            f"`{name}` is a {type(data).__name__} of {len(data)} items, whose {role} is "
+            f"{not_a_tensor(item)}. Each part of `(X, Y)` or `(X, W, Y)` must be a tensor or "
+            "numpy array with one row per sample."
+        )
+    raise TypeError(f"`{name}` must be {ACCEPTED}; received {not_a_tensor(data)}.")
 
 
 def hold_out(train: Any, fraction: float) -> tuple[Any, Any]:
@@ -133,7 +145,7 @@ def _as_input_tree(inputs: Any) -> Any:
         return rebuild_sequence(inputs, [_as_input_tree(value) for value in inputs])
     raise TypeError(
         "`predict` takes tensors or arrays (alone, in a tuple or list, or in a dict), or "
-        f"{ACCEPTED}; received {type(inputs).__name__}."
+        f"{ACCEPTED}; received {not_a_tensor(inputs)}."
     )
 
 

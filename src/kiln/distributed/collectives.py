@@ -6,8 +6,9 @@ What lives here: `all_reduce` and `all_gather` on 1-D float64 tensors, exactly a
 ranks exchange once per epoch (a seed, a stop request, per-rank random states). In one process
 each returns what a group of one would. What does not: the process group (`context.py`).
 
-All of them are collectives: every rank must call the same ones in the same order. None is
-called per step by kiln; they run at the ends of passes and at saves.
+All of them are collectives: every rank must call the same ones in the same order. Kiln calls
+them at the ends of passes and at saves; per batch only with `nonfinite="skip"`, whose ranks
+agree on each batch's skip with one `all_reduce` (`Replicas.all_finite`).
 """
 
 from __future__ import annotations

@@ -109,7 +109,8 @@ def _timeout(seconds: float | None) -> timedelta | None:
 
 def _device(device: Any, local_rank: int) -> torch.device:
     """This rank's device: `"auto"` is `cuda:LOCAL_RANK` when there are GPUs, else the CPU."""
-    from kiln.devices import resolve_device  # noqa: PLC0415  (devices imports nothing of ours)
+    # kiln.devices imports nothing of ours.
+    from kiln.devices import resolve_device
 
     if device is None or device is True or device == "auto" or device == "cuda":
         if torch.cuda.is_available():
@@ -198,7 +199,7 @@ def setup(
         >>> (context.rank, context.world_size, str(context.device)) if not context.enabled else 0
         (0, 1, 'cpu')
     """
-    from kiln.devices import resolve_device  # noqa: PLC0415
+    from kiln.devices import resolve_device
 
     wait = _timeout(timeout)
     if not in_torchrun_environment() and not (dist.is_available() and dist.is_initialized()):

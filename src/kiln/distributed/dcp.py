@@ -32,7 +32,7 @@ import pathlib
 import pickle
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +56,8 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.optim import Optimizer
 
 from kiln.checkpoint.files import CheckpointError, atomic_save, safe_load
-from kiln.checkpoint.run import _rank_state, restore_trainer, trainer_state
+from kiln.checkpoint.reading import check_contents
+from kiln.checkpoint.run import check_format, rank_part
 from kiln.distributed.collectives import gather_objects
 from kiln.distributed.context import world_size
 
@@ -137,8 +138,12 @@ class SafePlanner(DefaultLoadPlanner):
     """
 
     def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
-        """Read one non-tensor value (a learning rate, the betas) as plain data only."""
+        """Read one non-tensor value (a learning rate, the betas) as plain data only.
+
+        A tensor in it must hold the values it counts (`kiln.checkpoint.reading`).
+        """
         loaded = torch.load(value, weights_only=True)
+        check_contents(loaded, Path(read_item.dest_index.fqn), value.getbuffer().nbytes)
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
         else:
@@ -287,6 +292,7 @@ def load_sharded(
     optimizer: Optimizer | None = None,
     *,
     name: str = LAST_DCP,
+    check_extra: Callable[[dict[str, Any], str], None] | None = None,
 ) -> dict[str, Any] | None:
     """Load `directory/name/` into `model` and `optimizer`, on any number of ranks.
 
@@ -298,6 +304,8 @@ def load_sharded(
         model: The network, built as when saved (sharded or not).
         optimizer: Its optimizer, or `None` to load the weights only.
         name: The checkpoint's directory name.
+        check_extra: Called with the saved `extra` and the checkpoint's path before anything
+            is loaded; it raises to refuse the checkpoint.
 
     Returns:
         The `extra` saved with it, or `None` when there is no checkpoint.
@@ -320,11 +328,19 @@ def load_sharded(
     if path is None:
         return None
     saved = safe_load(path / TRAINER_FILE)
+    if not (isinstance(saved, dict) and isinstance(saved.get("extra"), dict)):
+        raise CheckpointError(
+            errno.EINVAL,
+            f"{path / TRAINER_FILE} is damaged or was not written by kiln: it holds a "
+            f"{type(saved).__name__} without the dict 'extra'. Resume from an intact checkpoint.",
+        )
     if saved.get("format") != FORMAT:
         raise ValueError(
             f"{path} is a sharded checkpoint of format {saved.get('format')!r}; this kiln reads "
             f"format {FORMAT}."
         )
+    if check_extra is not None:
+        check_extra(saved["extra"], str(path))
     parts = _parts(model, optimizer)
     reader = SafeReader(path)
     try:
@@ -357,7 +373,7 @@ def save_trainer_sharded(trainer: Trainer, directory: str | Path) -> Path:
     """Write the whole run of `trainer` (sharded model) to `directory/last.dcp/`.
 
     Every rank calls it. The model and optimizer go through DCP; the rest of
-    `kiln.checkpoint.run.trainer_state` (counters, history, random generators, callback states)
+    `Trainer.state_dict` (counters, history, random generators, callback states)
     is rank 0's.
 
     Example:
@@ -366,11 +382,11 @@ def save_trainer_sharded(trainer: Trainer, directory: str | Path) -> Path:
         >>> save_trainer_sharded(trainer, tempfile.mkdtemp()).name
         'last.dcp'
     """
-    rest = trainer_state(trainer)
+    rest = trainer.state_dict()
     for key in ("model", "optimizer"):
         rest.pop(key)
     if world_size() > 1:  # each rank's generators, as `save_last` keeps them: rank 0 writes all
-        rest["ranks"] = gather_objects(_rank_state(trainer))
+        rest["ranks"] = gather_objects(rank_part(rest))
     return save_sharded(directory, trainer.model, trainer.optimizer, rest)
 
 
@@ -385,11 +401,15 @@ def load_trainer_sharded(trainer: Trainer, directory: str | Path) -> bool:
         >>> load_trainer_sharded(trainer, tempfile.mkdtemp())
         False
     """
-    rest = load_sharded(directory, trainer.model, trainer.optimizer)
+
+    def check(extra: dict[str, Any], source: str) -> None:  # every part, before any is loaded
+        check_format({**extra, "model": {}, "optimizer": None}, source, complete=True)
+
+    rest = load_sharded(directory, trainer.model, trainer.optimizer, check_extra=check)
     if rest is None:
         return False
-    # The model and optimizer are loaded already: `restore_trainer` gets the model's own state
+    # The model and optimizer are loaded already: `load_state_dict` gets the model's own state
     # (a no-op copy) and no optimizer state, and restores everything else.
     state = {**rest, "model": trainer.model.state_dict(), "optimizer": None}
-    restore_trainer(trainer, state, str(Path(directory) / LAST_DCP))
+    trainer.load_state_dict(state, source=str(Path(directory) / LAST_DCP))
     return True

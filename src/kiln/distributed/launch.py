@@ -3,8 +3,8 @@
 `torchrun script.py` is the usual way to train on several processes. Where a command cannot be
 started (a notebook, a script that trains several models, a test), `launch` starts `fn` on `N`
 local processes through torch's elastic launcher (`torch.distributed.launcher.api`), with a
-process group already initialised in each, and returns rank 0's result. PyBlaze's `gpu=[0, 2]`
-becomes `launch(fn, gpus=[0, 2])`: DDP over those GPUs, one process each, never DataParallel.
+process group already initialised in each, and returns rank 0's result. `launch(fn, gpus=[0, 2])`
+runs DDP over those GPUs, one process each, never DataParallel.
 
 The ranks are new processes (`spawn`): `fn` and its arguments are pickled to them, so `fn` must
 be importable by its name. A function defined in a notebook cell, a lambda or a function defined
@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 from kiln.distributed.context import init_process_group
+from kiln.options import whole_number
 
 
 def free_port() -> int:
@@ -56,7 +57,7 @@ def visible_devices(gpus: Sequence[int], parent_visible: str | None = None) -> l
     rank then uses `cuda:0`, which is the GPU given to it.
 
     Args:
-        gpus: One GPU index per rank, such as PyBlaze's `gpu=[0, 2]`.
+        gpus: One GPU index per rank, such as `[0, 2]`.
         parent_visible: This process's `CUDA_VISIBLE_DEVICES`, or `None` if unset.
 
     Raises:
@@ -71,7 +72,7 @@ def visible_devices(gpus: Sequence[int], parent_visible: str | None = None) -> l
     """
     if isinstance(gpus, (str, bytes)) or not isinstance(gpus, Sequence):
         raise TypeError(f"`gpus` must be a list of GPU indices, such as [0, 1]; received {gpus!r}.")
-    wrong = [gpu for gpu in gpus if isinstance(gpu, bool) or not isinstance(gpu, int)]
+    wrong = [gpu for gpu in gpus if whole_number(gpu) is None]
     if wrong:
         raise TypeError(
             "`gpus` must hold integer GPU indices, such as [0, 1]; received "
@@ -201,8 +202,9 @@ def launch(
     )
     if nprocs is None:
         nprocs = 2 if devices is None else len(devices)
-    if isinstance(nprocs, bool) or not isinstance(nprocs, int):
+    if whole_number(nprocs) is None:
         raise TypeError(f"`nprocs` must be an int, the number of ranks; received {nprocs!r}.")
+    nprocs = int(nprocs)
     if nprocs < 1:
         raise ValueError(f"`nprocs` must be at least 1; received {nprocs}.")
     if devices is not None and nprocs != len(devices):
@@ -210,8 +212,9 @@ def launch(
             f"`nprocs={nprocs}` but `gpus` lists {len(devices)} GPU(s): each rank takes one GPU. "
             "Leave `nprocs` out to start one rank per GPU."
         )
-    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):
+    if whole_number(max_restarts) is None:
         raise TypeError(f"`max_restarts` must be an int; received {max_restarts!r}.")
+    max_restarts = int(max_restarts)
     if max_restarts < 0:
         raise ValueError(f"`max_restarts` must be 0 or more; received {max_restarts}.")
     if backend is None:

@@ -3,14 +3,15 @@
 `Replicas` is the trainer's only door to `torch.distributed`. In one process every method
 returns its input or does nothing, so the loop reads the same either way. Under `torchrun`:
 
-- the training step runs inside `DistributedDataParallel`'s forward (`StepForward`), so DDP
-  sees the whole step whoever computes it: the default supervised step, a model's own
-  `training_step` (which calls `self(x)`, bypassing a plain DDP wrapper: the well-known trap),
-  or a `Trainer` subclass's step. Validation, evaluation and prediction use the model itself;
+- each training batch's computation runs inside `DistributedDataParallel`'s forward
+  (`StepForward`), so DDP sees all of it whoever computes it: the default supervised step
+  method, a model's own `training_step` (which calls `self(x)`, bypassing a plain DDP wrapper:
+  the well-known trap), or a `Trainer` subclass's. Validation, evaluation and prediction use
+  the model itself;
 - the data is sharded per rank (`sharding.py`), with the shuffling seed agreed from rank 0;
 - with gradient accumulation, the gradients are reduced over the ranks once per optimizer
   step: the batches of a group before its last run (forward and backward) inside DDP's
-  `no_sync()` (FSDP: `set_requires_gradient_sync(False)`), as Lightning and Accelerate do;
+  `no_sync()` (FSDP: `set_requires_gradient_sync(False)`);
 - with `nonfinite="skip"`, a batch whose loss is NaN or infinite on any rank is skipped on
   every rank (one all-reduce of a flag a batch, in that mode only), so the ranks stay equal;
 - at the end of each training pass, rank 0's buffers (BatchNorm's running statistics) are
@@ -43,7 +44,6 @@ from torch import Tensor, nn
 from kiln.distributed import collectives
 from kiln.distributed.context import DistributedContext, release_at_exit
 from kiln.distributed.sharding import shard
-from kiln.options import spent_budget
 
 if TYPE_CHECKING:
     from kiln.loop.tracking import PassTracker
@@ -54,11 +54,11 @@ STRATEGIES = ("ddp", "fsdp")
 
 
 class StepForward(nn.Module):
-    """Run a whole step as the forward of a module that holds the model, for DDP to wrap.
+    """Run a whole step method as the forward of a module that holds the model, for DDP.
 
-    DDP prepares its gradient reduction in its own forward; a step that calls the model
-    directly (`self(x)` in a model's `training_step`) would bypass it. Wrapping the step
-    instead keeps DDP in charge of every parameter, however the step uses the model.
+    DDP prepares its gradient reduction in its own forward; a step method that calls the model
+    directly (`self(x)` in a model's `training_step`) would bypass it. Wrapping the method
+    instead keeps DDP in charge of every parameter, however the method uses the model.
 
     Example:
         >>> import torch
@@ -71,16 +71,16 @@ class StepForward(nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, step: Callable[..., Any], *args: Any) -> Any:
-        """Return `step(*args)`."""
-        return step(*args)
+    def forward(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Return `method(*args)`."""
+        return method(*args)
 
 
 def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
     """Return `DistributedDataParallel(StepForward(model))` for `context`'s device.
 
-    Call it with `ddp(step, batch, batch_idx)`: DDP then reduces the gradients of whatever
-    `step` computes with `model`. Rank 0's weights are copied to every rank here.
+    Call it with `ddp(method, batch, batch_idx)`: DDP then reduces the gradients of whatever
+    `method` computes with `model`. Rank 0's weights are copied to every rank here.
 
     Example:
         >>> import torch
@@ -88,7 +88,7 @@ def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
         >>> context = setup("cpu")
         >>> wrap_model(torch.nn.Linear(2, 1), context) if context.enabled else None
     """
-    from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+    from torch.nn.parallel import DistributedDataParallel
 
     device = context.device
     ids = [device.index] if device.type == "cuda" else None
@@ -115,8 +115,8 @@ class Replicas:
         >>> import torch
         >>> from kiln.distributed.context import DistributedContext, release_at_exit
         >>> replicas = Replicas(DistributedContext(0, 1, 0, torch.device("cpu"), None))
-        >>> step = lambda batch, index: batch
-        >>> replicas.training_step(step) is step, replicas.shard([1, 2], train=True)
+        >>> method = lambda batch, index: batch
+        >>> replicas.training_step(method) is method, replicas.shard([1, 2], train=True)
         (True, [1, 2])
     """
 
@@ -155,7 +155,7 @@ class Replicas:
                 "must be built after it: pass its name or a callable `fn(params)`, not an "
                 f"optimizer instance ({type(optimizer).__name__})."
             )
-        from kiln.distributed.fsdp import shard_model  # noqa: PLC0415  # about 1 s to import
+        from kiln.distributed.fsdp import shard_model  # about 1 s to import
 
         shard_model(model)
         return model
@@ -189,7 +189,7 @@ class Replicas:
             context: AbstractContextManager[Any] = ddp.no_sync()
             return context
         if self._sharded_model is not None:
-            from kiln.distributed.fsdp import no_gradient_sync  # noqa: PLC0415  # imported already
+            from kiln.distributed.fsdp import no_gradient_sync  # imported already
 
             return no_gradient_sync(self._sharded_model)
         return nullcontext()
@@ -279,9 +279,9 @@ class Replicas:
         flag = torch.tensor([0.0 if finite else 1.0], dtype=torch.float64)
         return bool(collectives.all_reduce(flag.to(self.context.device)).item() == 0)
 
-    def training_step(self, step: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
-        """Return `step` to run inside DDP's forward (in one process: `step` itself)."""
-        return step if self._ddp is None else partial(self._ddp, step)
+    def training_step(self, method: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
+        """Return the step method `method` to run inside DDP's forward (one process: itself)."""
+        return method if self._ddp is None else partial(self._ddp, method)
 
     def shard(self, batches: Any, train: bool) -> Any:
         """Return this rank's part of `batches` (training parts are of equal size).
@@ -303,16 +303,6 @@ class Replicas:
         """Sum the pass's values over the ranks (every rank calls it at the end of a pass)."""
         if self.enabled:
             tracker.sync(collectives, self.context.device)
-
-    def stops_now(self, trainer: Trainer, budget: bool) -> bool:
-        """Whether the training pass stops after this step.
-
-        In one process, for any stop; with several, only for a spent step or sample budget,
-        whose counters are the same on every rank (other stops wait for the epoch's end).
-        """
-        if not self.enabled:
-            return trainer.state.should_stop or (budget and trainer._should_stop())
-        return budget and spent_budget(trainer.state) is not None and trainer._should_stop()
 
     def agree_stop(self, trainer: Trainer) -> None:
         """At the end of an epoch: a stop asked for on any rank stops every rank, for its reason."""

@@ -2,16 +2,17 @@
 
 The rule, the same for `Data` and loaders: every rank draws the same order of all samples
 (the same seed and epoch), and rank `r` of `W` takes the samples at positions `r, r + W,
-r + 2W, ...` of it, in batches of `batch_size`. Step `k` of the `W` ranks together then covers
+r + 2W, ...` of it, in batches of `batch_size`. Batch `k` of the `W` ranks together then covers
 positions `k*B*W` to `(k+1)*B*W - 1`: exactly batch `k` of one process with `batch_size=B*W`
 over the same order. As DDP averages the ranks' gradients, training on `W` ranks with batch `B`
 equals training one process with batch `B*W` (for losses that are means over the batch).
 
 Training data must give every rank the same number of equally sized batches (DDP waits for
-every rank at every step), so its last `N % W` positions are left out of each epoch (nothing
-when `N` is a multiple of `W`; with shuffling, different samples each epoch), as torch's
-`DistributedSampler(drop_last=True)` does. Evaluation data is not cut: every sample is seen
-once, by one rank, and ranks may differ by one sample, so metrics equal one process's exactly.
+every rank at every gradient reduction), so its last `N % W` positions are left out of each
+epoch (nothing when `N` is a multiple of `W`; with shuffling, different samples each epoch), as
+torch's `DistributedSampler(drop_last=True)` does. Evaluation data is not cut: every sample is
+seen once, by one rank, and ranks may differ by one sample, so metrics equal one process's
+exactly.
 
 What lives here: `DataShard`, `RankSampler`, `shard_loader` and `shard`. What does not: agreeing
 on the seed (`replicas.py`) and the data kinds `fit` accepts (`kiln.data.sources`).
@@ -58,7 +59,7 @@ class DataShard(Data):
         [[1, 3], [5, 7], [9]]
     """
 
-    def __init__(self, data: Data, rank: int, world_size: int, even: bool) -> None:  # noqa: D107
+    def __init__(self, data: Data, rank: int, world_size: int, even: bool) -> None:
         # Not Data.__init__: the tensors and options are the whole data's, read through.
         self.data, self.rank, self.world_size, self.even = data, rank, world_size, even
         self._single = data._single

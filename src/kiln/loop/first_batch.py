@@ -1,21 +1,21 @@
-"""First-batch diagnostics: inputs that do not fit, bad step outputs, unlogged monitors.
+"""First-batch diagnostics: inputs that do not fit, bad step-method outputs, unlogged monitors.
 
-What lives here: checks that run once per `fit` (or once per pass), never per step, and the
+What lives here: checks that run once per `fit` (or once per pass), never per batch, and the
 messages that say what was received, what was expected and how to fix it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from kiln.data.batch import split_batch
 from kiln.data.in_memory import Data
-from kiln.loop.batch_step import StepOutput, to_step_output
+from kiln.loop.step_methods import StepOutput, to_step_output
 from kiln.losses import LossFunction
-from kiln.losses.checks import CLASSES, check_label_range
+from kiln.losses.checks import CLASSES, check_label_range, check_unit_interval, describe
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -33,16 +33,6 @@ _SHAPE_ERRORS = (
     "input.size(-1) must be equal to input_size",
 )
 _DTYPE_ERRORS = ("dtype", "scalar type", "Expected object of", "Double", "Half")
-
-
-def _shapes(obj: Any) -> str:
-    if isinstance(obj, Tensor):
-        return f"{tuple(obj.shape)} {str(obj.dtype).removeprefix('torch.')}"
-    if isinstance(obj, dict):
-        return "{" + ", ".join(f"{k!r}: {_shapes(v)}" for k, v in obj.items()) + "}"
-    if isinstance(obj, (list, tuple)):
-        return "(" + ", ".join(_shapes(v) for v in obj) + ")"
-    return type(obj).__name__
 
 
 def first_layer(model: nn.Module) -> tuple[str, str] | None:
@@ -68,7 +58,7 @@ def explain_model_error(error: RuntimeError, model: nn.Module, batch: Any) -> Ex
     if any(fragment in message for fragment in _DTYPE_ERRORS):
         return ValueError(
             f"The model could not run on the first batch: {message}. The inputs are "
-            f"{_shapes(inputs)}. Fix: give the data the model's dtype, usually float32 "
+            f"{describe(inputs)}. Fix: give the data the model's dtype, usually float32 "
             "(`x.float()`), or move the model to the data's dtype (`model.double()`)."
         )
     if not any(fragment in message for fragment in _SHAPE_ERRORS):
@@ -77,13 +67,69 @@ def explain_model_error(error: RuntimeError, model: nn.Module, batch: Any) -> Ex
     expected = f" Its first layer, {layer[0]}, expects inputs of shape {layer[1]}." if layer else ""
     return ValueError(
         f"The model could not run on the first batch: {message}. The inputs have shape "
-        f"{_shapes(inputs)}.{expected} Fix: make the data's features match the model's first "
+        f"{describe(inputs)}.{expected} Fix: make the data's features match the model's first "
         "layer (or the layer to the data), or reshape the inputs."
     )
 
 
+#: Fragments of Python's messages for a call with the wrong arguments.
+_CALL_ERRORS = (
+    "got an unexpected keyword argument",
+    "required positional argument",
+    "required keyword-only argument",
+    "positional argument but",
+    "positional arguments but",
+    "got multiple values for argument",
+)
+
+
+def explain_call_error(error: TypeError, model: nn.Module, batch: Any) -> Exception:
+    """Return a `TypeError` explaining why the model could not be called with a batch.
+
+    Only errors raised by the call of the model itself (its `forward` refusing the arguments
+    kiln made of the batch) are explained; others are returned as they are.
+    """
+    message = str(error).strip()
+    forward = getattr(type(model).forward, "__qualname__", "forward")
+    if not message.startswith(f"{forward}() ") or not any(f in message for f in _CALL_ERRORS):
+        return error
+    inputs = split_batch(batch)[0]
+    if isinstance(batch, Mapping):
+        keys = ", ".join(repr(key) for key in list(batch)[:6])
+        return TypeError(
+            f"The model could not be called with the first batch: {message}. The batch is a "
+            f"dict ({keys}): kiln reads a dict as the model's keyword inputs alone, "
+            "`model(**batch)`, with no target. Fix: have the dataset (or the DataLoader's "
+            "`collate_fn`) return `(x, y)`, or `({'a': a, 'b': b}, y)` for keyword inputs; or "
+            "define `training_step(batch, batch_idx)` (and `predict_step`) on the model to "
+            "read the dict."
+        )
+    if isinstance(inputs, Mapping):
+        how = "keyword inputs, `model(**x)`"
+    elif isinstance(inputs, (list, tuple)):
+        how = f"{len(inputs)} positional inputs, `model(*x)`"
+    else:
+        how = "one input, `model(x)`"
+    return TypeError(
+        f"The model could not be called with the first batch: {message}. kiln called it with "
+        f"{how}, from the inputs {describe(inputs)} of a batch read as `x`, `(x, y)` or "
+        "`(x, w, y)`. Fix: give the data the model's inputs (several inputs grouped: "
+        "`((x1, x2), y)`), or define `training_step(batch, batch_idx)` on the model to unpack "
+        "the batch itself."
+    )
+
+
+def explain_first_error(error: Exception, model: nn.Module, batch: Any) -> Exception:
+    """Return the clear error for an exception raised on a pass's first batch, or `error`."""
+    if isinstance(error, RuntimeError):
+        return explain_model_error(error, model, batch)
+    if isinstance(error, TypeError):
+        return explain_call_error(error, model, batch)
+    return error
+
+
 def check_training_output(output: StepOutput, has_metrics: bool, method: str) -> None:
-    """Raise a clear error if the first training step's output cannot be trained on."""
+    """Raise a clear error if the first training batch's output cannot be trained on."""
     loss = output.loss
     if loss is None:
         raise ValueError(
@@ -105,17 +151,17 @@ def check_training_output(output: StepOutput, has_metrics: bool, method: str) ->
 
 
 def check_metric_inputs(output: StepOutput, has_metrics: bool, method: str) -> None:
-    """Raise a clear error if metrics are asked for but the step gives them nothing to use."""
+    """Raise a clear error if metrics are asked for but the step method gives them nothing."""
     if has_metrics and (output.output is None or output.target is None):
         raise ValueError(
             f"The trainer has metrics, but `{method}` gives them no output and target. Return "
             "them in its dict: {'loss': loss, 'output': y_pred, 'target': y}; or log your own "
-            "values from the step and drop `metrics=`."
+            "values from the step method and drop `metrics=`."
         )
 
 
 def logged_keys(output: StepOutput, metric_names: Iterable[str], validates: bool) -> set[str]:
-    """Return the names an epoch will log, given the first training step's output."""
+    """Return the names an epoch will log, given the first training batch's output."""
     names = {"loss", *metric_names}
     for key, value in (output.logs or {}).items():
         names.add(key)
@@ -145,22 +191,47 @@ def check_monitors(callbacks: Iterable[Any], keys: set[str], validates: bool) ->
 
 
 def check_all_labels(loss: LossFunction | None, output: StepOutput, data: Any) -> None:
-    """Check every class label of in-memory data at once, not only the first batch's."""
-    if not isinstance(data, Data) or loss is None or loss.kind != CLASSES:
+    """Check every target of in-memory data at once, not only the first batch's.
+
+    Class labels must lie in the output's classes (those the loss ignores, such as -100, are
+    skipped); binary cross-entropy targets must lie in [0, 1].
+    """
+    if not isinstance(data, Data) or loss is None or len(data.tensors) < 2:
         return
     target, result = data.tensors[-1], output.output
-    if len(data.tensors) > 1 and not target.is_floating_point() and isinstance(result, Tensor):
-        check_label_range(loss.name, target, result.shape[1])
+    if loss.kind == CLASSES:
+        if not target.is_floating_point() and isinstance(result, Tensor) and result.dim() > 1:
+            check_label_range(loss.name, target, result.shape[1], loss.ignore_index)
+    elif loss.unit_interval:
+        check_unit_interval(loss.name, target)
 
 
-def run_first_step(
-    trainer: Trainer, step: Callable[[Any, int], Any], name: str, batch: Any, batch_idx: int
+def check_ignored_labels(loss: LossFunction | None, metrics: Iterable[Any]) -> None:
+    """Raise `ValueError` if a metric would count the targets the loss ignores.
+
+    A metric with an `ignore_index` (accuracy) skips torch's -100 by default; a loss that
+    ignores another label (`nn.CrossEntropyLoss(ignore_index=0)`) needs the metric told so.
+    """
+    if loss is None or loss.ignore_index is None or loss.ignore_index == -100:
+        return
+    for metric in metrics:
+        if getattr(metric, "ignore_index", None) == -100:
+            raise ValueError(
+                f"The loss {loss.name} ignores the targets labelled {loss.ignore_index} (its "
+                f"`ignore_index`), but the metric {metric.name!r} would count them (it ignores "
+                f"-100). Pass it as `kiln.metrics.{type(metric).__name__}(ignore_index="
+                f"{loss.ignore_index}, name={metric.name!r})` in `metrics=`."
+            )
+
+
+def run_first_batch(
+    trainer: Trainer, method: Callable[[Any, int], Any], name: str, batch: Any, batch_idx: int
 ) -> StepOutput:
-    """Run a pass's first step: explain a model error, then check what the step returned."""
+    """Run a step method on a pass's first batch: explain a model error, check the output."""
     try:
-        output = to_step_output(step(batch, batch_idx), batch, name)
-    except RuntimeError as error:
-        explained = explain_model_error(error, trainer.model, batch)
+        output = to_step_output(method(batch, batch_idx), batch, name)
+    except (RuntimeError, TypeError) as error:
+        explained = explain_first_error(error, trainer.model, batch)
         if explained is error:
             raise
         raise explained from error
@@ -168,13 +239,29 @@ def run_first_step(
     return output
 
 
+def run_first_prediction(trainer: Trainer, batch: Any) -> Any:
+    """Run `predict_step` on the first batch of `predict`, explaining what goes wrong.
+
+    The same explanations as `fit` and `evaluate` give: inputs of the wrong shape or dtype for
+    the model, a batch the model cannot be called with.
+    """
+    try:
+        return trainer.predict_step(batch, 0)
+    except (RuntimeError, TypeError) as error:
+        explained = explain_first_error(error, trainer.model, batch)
+        if explained is error:
+            raise
+        raise explained from error
+
+
 def check_first_output(trainer: Trainer, output: StepOutput, method: str) -> None:
-    """Check the first step of a pass, before any optimizer step is taken.
+    """Check the output of a pass's first batch, before any optimizer step is taken.
 
     In the training pass the validation data and the callbacks' monitored values are checked
-    too, since validation runs only after the first epoch's steps.
+    too, since validation runs only after the first epoch's training pass.
     """
     state, metrics, loss = trainer.state, trainer.metrics, trainer.loss
+    check_ignored_labels(loss, metrics)
     if state.stage != "train":
         check_metric_inputs(output, bool(metrics), method)
         check_all_labels(loss, output, state.data)
@@ -196,14 +283,14 @@ def check_first_output(trainer: Trainer, output: StepOutput, method: str) -> Non
         check_all_labels(loss, output, data)
 
 
-def check_can_train(optimizer: Any, loss: LossFunction | None, defines_step: bool) -> None:
+def check_can_train(optimizer: Any, loss: LossFunction | None, has_step_method: bool) -> None:
     """Raise `ValueError` if a trainer lacks what `fit` needs: an optimizer and a loss."""
     if optimizer is None:
         raise ValueError(
             "This trainer has no optimizer, so it cannot fit. Create it with one, e.g. "
             "`Trainer(model, loss=..., optimizer='adam')`."
         )
-    if loss is None and not defines_step:
+    if loss is None and not has_step_method:
         raise ValueError(
             "The trainer has no loss and the model defines no `training_step`, so there is "
             "nothing to minimize. Pass `loss=` (such as 'cross_entropy' or 'mse'), or define "

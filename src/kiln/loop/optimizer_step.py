@@ -1,11 +1,11 @@
 """From a batch's loss to an optimizer step: checks, accumulation, scaling, clipping.
 
-What lives here: `Stepper`, which the training loop calls twice a batch: `backward` (check the
-loss, divide it for accumulation, scale it for fp16, run backward) and, at the last batch of a
-group, `step` (unscale, the `before_optimizer_step` event, clip, step, zero the gradients); and
-its `state_dict` (the gradient scaler, gradients of an unfinished group), which checkpoints
-hold. What does not: forward and loss (`step.py`), autocast and compilation
-(`acceleration.py`), or the loop (`trainer.py`).
+What lives here: `OptimizerStepper`, which the training loop calls twice a batch: `backward`
+(check the loss, divide it for accumulation, scale it for fp16, run backward) and, at the last
+batch of a group, `step` (unscale, the `before_optimizer_step` event, clip, step, zero the
+gradients); and its `state_dict` (the gradient scaler, gradients of an unfinished group), which
+checkpoints hold. What does not: forward and loss (`step_methods.py`), autocast and compilation
+(`precision.py`), or the loop (`trainer.py`).
 
 The order within one optimizer step, for callbacks::
 
@@ -24,7 +24,7 @@ group then weighs the same, as in one large batch made of equal-size parts.
 Non-finite losses, and what checking them costs. Deciding before the optimizer step needs the
 loss's value on the host. On the CPU that is a plain read, and every batch's loss is checked
 before its backward. On an accelerator a read per batch would make the host wait for the device
-at every step, so with `nonfinite="raise"` the losses stay on the device and are checked where
+at every batch, so with `nonfinite="raise"` the losses stay on the device and are checked where
 kiln reads them anyway: at the end of the epoch and before any checkpoint is written. The error
 then comes at the end of the epoch (naming the first bad batch), the weights in memory are not
 usable (with fp16, whose gradient scaler skips steps with non-finite gradients, they stay
@@ -49,12 +49,13 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kiln.data.batch import slice_batch
-from kiln.loop.batch_step import StepOutput
+from kiln.loop.buffer_guard import BufferGuard
 from kiln.loop.precision import autocast, grad_scaler
-from kiln.options import StepOptions
+from kiln.loop.step_methods import StepOutput
+from kiln.options import LoopOptions
 
 if TYPE_CHECKING:
     from kiln.distributed.replicas import Replicas
@@ -84,15 +85,15 @@ def nonfinite_error(
     if step is None:
         what = (
             f"The training loss was {value} at epoch {epoch}, batch {batch_idx}, found at the "
-            "end of the epoch or before a save: on this device a check before every step would "
+            "end of the epoch or before a save: on this device a check before every batch would "
             "make the host wait for the device. The weights in memory are not usable; no "
             "checkpoint was written with them."
         )
     else:
         what = (
             f"The training loss is {value} at epoch {epoch}, batch {batch_idx} (after {step} "
-            "optimizer steps). The run stopped before the optimizer step, so the weights are "
-            f"still those after step {step}."
+            "optimizer steps). The run stopped before the optimizer step, so the weights and "
+            f"buffers (such as BatchNorm's statistics) are still those after step {step}."
         )
     return FloatingPointError(
         f"{what} Lower the learning rate, clip the gradients (`clip_norm=1.0`), check the data "
@@ -100,11 +101,11 @@ def nonfinite_error(
     )
 
 
-class Stepper:
-    """Backward and optimizer steps, by the trainer's `StepOptions`.
+class OptimizerStepper:
+    """Backward and optimizer steps, by the trainer's `LoopOptions`.
 
     Args:
-        options: The step options (precision, accumulation, clipping, non-finite losses).
+        options: The loop options (precision, accumulation, clipping, non-finite losses).
         optimizer: The optimizer, or None for a trainer that does not train. Each pass may
             give another (`begin_pass`): a trainer whose optimizer was replaced (wrapped in
             Lookahead, say) steps the new one.
@@ -121,7 +122,7 @@ class Stepper:
         >>> from kiln import TrainState
         >>> model = torch.nn.Linear(2, 1)
         >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        >>> stepper = Stepper(StepOptions(), optimizer, torch.device("cpu"))
+        >>> stepper = OptimizerStepper(LoopOptions(), optimizer, torch.device("cpu"))
         >>> stepper.begin_pass(optimizer, num_batches=1, first=0)
         >>> _ = stepper.backward(StepOutput(model(torch.ones(1, 2)).sum(), 1), TrainState())
         >>> stepper.ends_group(0), stepper.step(None)
@@ -130,7 +131,7 @@ class Stepper:
 
     def __init__(
         self,
-        options: StepOptions,
+        options: LoopOptions,
         optimizer: torch.optim.Optimizer | None,
         device: torch.device,
         replicas: Replicas | None = None,
@@ -138,8 +139,8 @@ class Stepper:
         self.options, self.optimizer = options, optimizer
         self.autocast = autocast(options.precision, device)
         self.scaler = grad_scaler(options.precision, device)
-        #: Whether the loss is read before every step (see the module's docstring).
-        self.check_each_step = options.nonfinite == "skip" or device.type == "cpu"
+        #: Whether each batch's loss is read before its backward (see the module's docstring).
+        self.check_each_batch = options.nonfinite == "skip" or device.type == "cpu"
         self.skipped = 0  # batches skipped in the current training pass
         self._group = options.accumulate
         self._tail_start: int | None = None  # first batch of a shorter last group
@@ -153,6 +154,8 @@ class Stepper:
         self._replicas = replicas if replicas is not None and replicas.enabled else None
         #: Several ranks with `nonfinite="skip"`: they agree on each batch's skip.
         self._agree = self._replicas is not None and options.nonfinite == "skip"
+        #: The model's buffers, kept before each batch's forward (see `keep_buffers`).
+        self.guard: BufferGuard | None = None
         self._keeps = False  # this pass's groups keep gradients on each rank until their last
         self._unreduced = False  # the group's gradients hold batches not reduced over the ranks
 
@@ -168,12 +171,16 @@ class Stepper:
         first: int,
         tracker: PassTracker | None = None,
         epoch: int = 0,
+        model: nn.Module | None = None,
     ) -> None:
         """Start a training pass of `num_batches` (None: unknown) from batch `first` (resumed).
 
         `tracker` and `epoch` (the pass's losses, and its epoch counting from 0) are kept to
-        name the first bad batch when losses are checked after the fact.
+        name the first bad batch when losses are checked after the fact. The buffers of
+        `model` are guarded when each batch's loss is checked: see `keep_buffers`.
         """
+        guarded = model is not None and self.check_each_batch
+        self.guard = BufferGuard(model) if guarded and model is not None else None
         group = self._group
         self._num_batches, self._tracker, self._epoch = num_batches, tracker, epoch + 1
         self.optimizer, self._params = optimizer, self._parameters(optimizer)
@@ -190,6 +197,14 @@ class Stepper:
         if first == 0:
             self.skipped = 0
             self._has_grads = self._unreduced = False
+
+    def keep_buffers(self) -> Callable[[], None] | None:
+        """The call that keeps the buffers before each forward, or None when none are guarded.
+
+        A batch refused or skipped for its loss then leaves the buffers as they were: a NaN
+        input does not poison BatchNorm's running statistics.
+        """
+        return self.guard.keep if self.guard else None
 
     def gradient_sync(self, batch_idx: int) -> AbstractContextManager[Any]:
         """The context of batch `batch_idx`'s forward and backward.
@@ -212,12 +227,14 @@ class Stepper:
         """
         loss: Tensor = output.loss  # type: ignore[assignment]  # checked on the first batch
         self._in_group += 1
-        if self.check_each_step:
+        if self.check_each_batch:
             value = loss.item()
             finite = math.isfinite(value)
             if self._agree:  # skipped on every rank if its loss is not finite on one
                 finite = self._replicas.all_finite(finite)  # type: ignore[union-attr]  # _agree
             if not finite:
+                if self.guard is not None:
+                    self.guard.restore()  # the forward's changes to BatchNorm statistics, undone
                 if self.options.nonfinite == "raise":
                     raise nonfinite_error(value, state.epoch + 1, state.batch_idx, state.step)
                 self.skipped += 1
@@ -292,7 +309,7 @@ class Stepper:
             FloatingPointError: With `nonfinite="raise"`, checked here, for a non-finite loss.
         """
         loss = values.get("loss")
-        if not self.check_each_step and loss is not None and not math.isfinite(loss):
+        if not self.check_each_batch and loss is not None and not math.isfinite(loss):
             self._raise_first_nonfinite()
         if self.options.nonfinite != "skip":
             return {}
@@ -321,7 +338,7 @@ class Stepper:
             )
 
     def _raise_first_nonfinite(self) -> None:
-        if self._tracker is None or not self._tracker.steps:
+        if self._tracker is None or not self._tracker.batches:
             return
         for index, value in enumerate(self._tracker.batch_losses()):
             if not math.isfinite(value):
@@ -336,7 +353,7 @@ class Stepper:
             RuntimeError: Under `torchrun`, inside an accumulation group whose gradients are
                 still each rank's own (rank 0 writes the checkpoint: the others' would be lost).
         """
-        if not self.check_each_step:
+        if not self.check_each_batch:
             self._raise_first_nonfinite()
         if self._unreduced:
             raise RuntimeError(
@@ -377,6 +394,11 @@ class Stepper:
         self._has_grads = any(grad is not None for grad in grads)
         self._unreduced = False  # saved reduced: the same on every rank
         self.skipped = int(state.get("skipped", 0))
+
+    def copy_scaler(self, other: OptimizerStepper) -> None:
+        """Take over the fp16 gradient scaler's state of `other` (its scale and growth count)."""
+        if self.scaler is not None and other.scaler is not None:
+            self.scaler.load_state_dict(other.scaler.state_dict())
 
 
 def skipped(output: StepOutput, loss: Tensor) -> StepOutput:

@@ -1,11 +1,11 @@
 """How a pass walks its data: several passes in one epoch, and the dataset's `switch_state`.
 
-What lives here: `Repeated`, which makes one epoch out of several passes over the data
-(PytorchTrainer's `repeat_train` / `repeat_valid`: with random augmentation, averaging more
-passes steadies the learning curve), `start_epoch`, which tells the data which epoch starts, and
-`switching`, which calls a dataset's `switch_state()` before each batch is made. What does not:
-turning what `fit` receives into batches (`sources.py`) and the data position of a resumed
-pass (`checkpoint/position.py`), which works on a `Repeated` like on any other iterable.
+What lives here: `repeated`, the batches of an epoch of one or several passes, `start_epoch`,
+which tells the data which epoch starts, and `switching`, which calls a dataset's
+`switch_state()` before each batch is made. What does not: the repeated passes themselves
+(`data/repeated.py`), turning what `fit` receives into batches (`data/sources.py`) and the data
+position of a resumed pass (`position.py`), which works on a `Repeated` like on any other
+iterable.
 """
 
 from __future__ import annotations
@@ -13,52 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import torch
-
-from kiln.data.sources import num_batches, set_epoch
-
-
-class Repeated:
-    """One epoch made of `times` passes over `batches`, each pass in its own order.
-
-    Pass `r` of epoch `e` is the data's pass number `e * times + r` (what `set_epoch` receives),
-    so every pass of every epoch has a different shuffling order, reproducibly.
-
-    Args:
-        batches: The batches of one pass (a `Data`, a `DataLoader`, any iterable).
-        times: Passes per epoch.
-
-    Example:
-        >>> import torch, kiln
-        >>> data = Repeated(kiln.Data(torch.arange(4), batch_size=2), times=2)
-        >>> len(data), [batch.tolist() for batch in data]
-        (4, [[0, 1], [2, 3], [0, 1], [2, 3]])
-    """
-
-    def __init__(self, batches: Iterable[Any], times: int) -> None:
-        self.batches, self.times, self.epoch = batches, times, 0
-
-    def __len__(self) -> int:
-        count = num_batches(self.batches)
-        if count is None:
-            raise TypeError("the repeated data has no length")
-        return count * self.times
-
-    def __iter__(self) -> Iterator[Any]:
-        # Each pass starts from a seed drawn when the epoch starts. A `DataLoader` draws its
-        # order (and its workers' seeds) from torch's generator when its pass starts, and
-        # training draws from it too (dropout); a resumed epoch replays the batches before its
-        # checkpoint without training, so a later pass would otherwise be ordered differently.
-        seeds = torch.randint(0, 2**62, (self.times,)).tolist()
-        for index, seed in enumerate(seeds):
-            set_epoch(self.batches, self.epoch * self.times + index)
-            with torch.random.fork_rng(devices=[]):  # the training's random numbers go on
-                torch.default_generator.manual_seed(seed)
-                iterator = iter(self.batches)
-                first = next(iterator, iterator)  # the order is drawn with the first batch
-            if first is not iterator:
-                yield first
-                yield from iterator
+from kiln.data.repeated import Repeated
+from kiln.data.sources import set_epoch
 
 
 def repeated(batches: Iterable[Any], times: int) -> Iterable[Any]:
@@ -99,7 +55,7 @@ def find_switch_state(batches: Any) -> Callable[[], Any] | None:
 def switching(
     batches: Iterable[Any], switch: Callable[[], Any], remaining: int | None = None
 ) -> Iterator[Any]:
-    """Yield the batches, calling `switch()` before each one is made (PytorchTrainer's P3).
+    """Yield the batches, calling `switch()` before each one is made.
 
     The batch is made when the iterator is asked for it, so the call comes first: a dataset
     can, for instance, make each batch all positives or all negatives. With `remaining` (the

@@ -2,7 +2,7 @@
 
 What lives here: `PassPosition`, which remembers the random generators as they were when the
 epoch's data order was drawn, says how far the pass got, and on resume replays the data order
-to the same batch. What does not: the rest of the trainer's state (`run.py`).
+to the same batch. What does not: the rest of the trainer's state (`checkpoint/run.py`).
 
 Why replay the generators: a `DataLoader` over a `RandomSampler` draws its order (and its
 workers' seeds) from torch's global generator when the pass starts, and a dataset may draw its
@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from kiln.checkpoint.rng import get_rng_state, set_rng_state
 from kiln.data.in_memory import Data
-from kiln.loop.passes import Repeated
+from kiln.data.repeated import Repeated
 from kiln.loop.tracking import PassTracker
+from kiln.seed import get_rng_state, set_rng_state
 
 
 class PassPosition:
@@ -89,7 +89,7 @@ class PassPosition:
         them back under the same key.
         """
         return {
-            "batches": tracker.steps,
+            "batches": tracker.batches,
             "epoch_rng": self.epoch_rng,
             "tracker": tracker.state_dict(),
         }

@@ -1,4 +1,4 @@
-"""Making steps faster without changing the loop: mixed precision and `torch.compile`.
+"""Making batches faster without changing the loop: mixed precision and `torch.compile`.
 
 What lives here: the autocast context of a precision, the gradient scaler fp16 needs, the cast of
 half-precision predictions back to float32, and compiling a model's forward with a fallback to
@@ -12,7 +12,7 @@ Precision, by `Trainer(precision=...)`:
 | `"bf16"`  | autocast to bfloat16 where safe  | float32                       | CPU, CUDA  |
 | `"fp16"`  | autocast to float16 where safe   | float32, loss scaled (scaler) | CUDA       |
 
-Autocast runs the steps of training, validation, evaluation and prediction; losses and
+Autocast runs the step methods of training, validation, evaluation and prediction; losses and
 reductions stay in float32 (autocast's own rules), and `predict` returns float32.
 """
 
@@ -31,9 +31,9 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Return the context a step runs in: autocast for `"bf16"`/`"fp16"`, else a no-op.
+    """Return the context a batch's computation runs in: autocast for a mixed precision, or a no-op.
 
-    The returned object may be entered again and again (once per step).
+    The returned object may be entered again and again (once per batch).
 
     Example:
         >>> import torch
@@ -125,7 +125,7 @@ def compile_model(model: nn.Module, compiler: Callable[..., Any] | None = None) 
     eager = model._call_impl
     try:
         compiled = compiler(eager)
-    except Exception as error:  # noqa: BLE001  # any failure: fall back, say why
+    except Exception as error:  # any failure: fall back, say why
         _warn_eager(model, error)
         return False
     from torch._dynamo.exc import TorchDynamoException  # imported only when compiling

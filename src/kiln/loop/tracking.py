@@ -1,7 +1,7 @@
 """Accumulating one pass (an epoch's training or a validation) without waiting for the device.
 
-What lives here: `PassTracker`, which keeps the step losses, the values steps log, and the
-metrics, and turns them into epoch means once, at the end of the pass. What does not: the
+What lives here: `PassTracker`, which keeps the batch losses, the values the batches log, and
+the metrics, and turns them into epoch means once, at the end of the pass. What does not: the
 history of epochs (`history.py`).
 """
 
@@ -13,10 +13,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from kiln.loop.batch_step import StepOutput
+from kiln.loop.step_methods import StepOutput
 
-#: Per-step values are stacked into one tensor every this many steps, so that a very long epoch
-#: keeps a few large tensors instead of millions of small ones.
+#: Per-batch values are stacked into one tensor every this many batches, so that a very long
+#: epoch keeps a few large tensors instead of millions of small ones.
 CHUNK = 1024
 
 
@@ -39,12 +39,12 @@ class _Series:
             self.values = []
 
     def stacked(self) -> Tensor:
-        """All values, one row per step."""
+        """All values, one row per batch."""
         parts = self.chunks + ([torch.stack(self.values)] if self.values else [])
         return torch.cat(parts)
 
     def weighted(self) -> tuple[Tensor, Tensor]:
-        """Each value times its batch size, one row per step, and the sizes (as a column)."""
+        """Each value times its batch size, one row per batch, and the sizes (as a column)."""
         values = self.stacked()
         dtype = torch.float32 if values.device.type == "mps" else torch.float64
         sizes = torch.tensor(self.sizes, dtype=dtype, device=values.device)
@@ -92,11 +92,11 @@ class PassTracker:
     """Collects a pass's losses, logged values and metrics; `compute` reads them once.
 
     Args:
-        metrics: The metric objects updated with each step's output and target.
+        metrics: The metric objects updated with each batch's output and target.
 
     Example:
         >>> import torch
-        >>> from kiln.loop.batch_step import StepOutput
+        >>> from kiln.loop.step_methods import StepOutput
         >>> tracker = PassTracker([])
         >>> tracker.update(StepOutput(torch.tensor(1.0), size=3))
         >>> tracker.update(StepOutput(torch.tensor(3.0), size=1))
@@ -120,24 +120,24 @@ class PassTracker:
         for metric in self.metrics:
             metric.reset()
 
-    def update(self, step: StepOutput) -> None:
-        """Add one step's output."""
-        self._samples += step.size
-        if step.loss is not None:
-            self._loss.add(step.loss, step.size)
-        if step.logs:
-            for key, value in step.logs.items():
+    def update(self, output: StepOutput) -> None:
+        """Add one batch's output."""
+        self._samples += output.size
+        if output.loss is not None:
+            self._loss.add(output.loss, output.size)
+        if output.logs:
+            for key, value in output.logs.items():
                 series = self._series.get(key)
                 if series is None:
                     series = self._series[key] = _Series()
-                series.add(value, step.size)
+                series.add(value, output.size)
         if self.metrics:
-            output, target = step.output, step.target
+            predicted, target = output.output, output.target
             # Kept by buffered metrics: without the graph (detached once for all of them).
-            if isinstance(output, Tensor) and output.requires_grad:
-                output = output.detach()
+            if isinstance(predicted, Tensor) and predicted.requires_grad:
+                predicted = predicted.detach()
             for metric in self.metrics:
-                metric.update(output, target)
+                metric.update(predicted, target)
 
     @property
     def samples(self) -> int:
@@ -145,8 +145,8 @@ class PassTracker:
         return self._samples
 
     @property
-    def steps(self) -> int:
-        """Steps with a loss seen in this pass (in training: the batches done)."""
+    def batches(self) -> int:
+        """Batches with a loss seen in this pass (in training: the batches done)."""
         return len(self._loss.sizes)
 
     def state_dict(self) -> dict[str, Any]:
@@ -182,7 +182,7 @@ class PassTracker:
             metric.load_state_dict(saved)
 
     def batch_losses(self) -> list[float]:
-        """The loss of every step of the pass, in order (after `sync`: over every process)."""
+        """The loss of every batch of the pass, in order (after `sync`: over every process)."""
         if self._synced_batch_losses is not None:
             return self._synced_batch_losses
         return self._loss.stacked().tolist() if self._loss.sizes else []
@@ -192,8 +192,9 @@ class PassTracker:
 
         Every process calls it at the end of the same pass. The losses and logged values are
         summed with their batch sizes (so `compute` gives the sample-weighted means over all
-        the data), each metric's `sync` combines its state, and when every process took as
-        many steps, the per-step losses become the sample-weighted means of each step.
+        the data), each metric's `sync` combines its state, and when every process saw as
+        many batches, the per-batch losses become the sample-weighted means of each batch
+        position.
 
         Args:
             collectives: `all_reduce`, `all_gather` (see `kiln.metrics.sync`) and
@@ -202,13 +203,13 @@ class PassTracker:
         """
         everything = {"loss": self._loss, **self._series}
         local = {key: _width(series) for key, series in everything.items() if series.sizes}
-        shapes = collectives.all_gather_objects((local, self.steps, self._samples))
+        shapes = collectives.all_gather_objects((local, self.batches, self._samples))
         widths: dict[str, int] = {}
         for seen, _, _ in shapes:
             widths.update(seen)
         self._samples = sum(samples for _, _, samples in shapes)
-        step_counts = {steps for _, steps, _ in shapes}
-        per_step = len(step_counts) == 1 and self.steps > 0
+        batch_counts = {batches for _, batches, _ in shapes}
+        per_batch = len(batch_counts) == 1 and self.batches > 0
         parts: list[Tensor] = []
         for key in sorted(widths):
             series = everything.get(key)
@@ -218,7 +219,7 @@ class PassTracker:
                 part[:-1] = weighted.sum(0).reshape(-1)
                 part[-1] = sizes.sum()
             parts.append(part)
-        if per_step:
+        if per_batch:
             weighted, sizes = self._loss.weighted()
             parts += [weighted.reshape(-1).to(device), sizes.reshape(-1).to(device)]
         summed = collectives.all_reduce(torch.cat(parts)) if parts else torch.zeros(0)
@@ -230,9 +231,9 @@ class PassTracker:
             mean = block[:-1] / block[-1]
             scalar = width == 1 and _scalar(everything.get(key))
             self._synced[key] = mean.reshape(()) if scalar else mean
-        if per_step:
-            steps = self.steps
-            losses = summed[start : start + steps] / summed[start + steps : start + 2 * steps]
+        if per_batch:
+            count = self.batches
+            losses = summed[start : start + count] / summed[start + count : start + 2 * count]
             self._synced_batch_losses = losses.tolist()
         for metric in self.metrics:
             sync = getattr(metric, "sync", None)
@@ -265,7 +266,7 @@ class PassTracker:
         self.tensors = {}
         for metric in self.metrics:
             value = metric.compute()
-            # A dict of values is logged as `name_key` (PyBlaze); a value that is not one
+            # A dict of values is logged as `name_key`; a value that is not one
             # number (a confusion matrix) is kept aside, in `tensors`, not logged.
             named = (
                 {f"{metric.name}_{key}": item for key, item in value.items()}

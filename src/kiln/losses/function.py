@@ -8,10 +8,10 @@ shapes and labels (`checks.py`).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kiln.losses.checks import CLASSES, ELEMENTWISE, OTHER, check_loss_inputs
@@ -77,7 +77,7 @@ class LossFunction:
 
     Weights come from `(x, w, y)` batches: a weight per sample (shape `(N,)` or `(N, 1)`) or per
     output (the shape of the unreduced loss, such as the target's). The weighted loss is the mean
-    of `weight * loss` over the loss's elements, so weights need no normalisation (Keras's rule).
+    of `weight * loss` over the loss's elements, so weights need no normalisation.
     For cross-entropy, per-output weights of shape `(N, classes)` weigh each sample by the
     weight of its true class.
 
@@ -103,6 +103,16 @@ class LossFunction:
         if isinstance(fn, nn.Module) and hasattr(fn, "reduction"):
             self._takes_reduction = False  # copied with reduction="none" when weights appear
         self.postproc: Callable[[Tensor], Tensor] | None = getattr(fn, "postproc", None)
+        #: The class label the loss skips (torch's `ignore_index`: padding), or None.
+        self.ignore_index: int | None = _ignore_index(fn) if kind == CLASSES else None
+        #: Whether the targets must lie in [0, 1] (binary cross-entropy).
+        self.unit_interval = _is_any(fn, _UNIT_FUNCTIONS) or isinstance(fn, _UNIT_MODULES)
+        # torch's own losses take one tensor as output: how a fix message calls them.
+        self._torch_loss: str | None = None
+        if _is_any(fn, [known for known, _ in LOSS_NAMES.values()]):
+            self._torch_loss = f"F.{fn.__name__}"
+        elif type(fn) in _MODULE_KINDS:  # not a subclass, whose forward may take a tuple
+            self._torch_loss = "criterion"
         #: When set, the next call checks its inputs first; the trainer arms it at each pass.
         self.armed = True
 
@@ -148,10 +158,35 @@ class LossFunction:
 
     def check(self, output: Any, target: Any) -> None:
         """Raise a clear error if `output` and `target` cannot meet in this loss."""
-        check_loss_inputs(self.name, self.kind, output, target)
+        check_loss_inputs(
+            self.name,
+            self.kind,
+            output,
+            target,
+            ignore_index=self.ignore_index,
+            unit_interval=self.unit_interval,
+            torch_loss=self._torch_loss,
+        )
 
     def __repr__(self) -> str:
         return f"LossFunction({self.name})"
+
+
+#: Losses whose targets lie in [0, 1].
+_UNIT_FUNCTIONS = (F.binary_cross_entropy, F.binary_cross_entropy_with_logits)
+_UNIT_MODULES = (nn.BCELoss, nn.BCEWithLogitsLoss)
+
+
+def _ignore_index(fn: Callable[..., Any]) -> int | None:
+    """The label a classification loss skips: the module's `ignore_index`, else torch's -100."""
+    if isinstance(fn, nn.Module):
+        value = getattr(fn, "ignore_index", None)
+        return value if isinstance(value, int) else None
+    return -100 if _is_any(fn, (F.cross_entropy, F.nll_loss)) else None
+
+
+def _is_any(fn: Any, functions: Sequence[Any]) -> bool:
+    return any(fn is function for function in functions)
 
 
 def _accepts(fn: Callable[..., Any], keyword: str) -> bool:

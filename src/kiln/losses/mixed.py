@@ -1,4 +1,4 @@
-"""`MixedCriterion`: PytorchTrainer's auto criterion, regression and classification per column.
+"""`MixedCriterion`: one loss for mixed targets, regression or classification per column.
 
 Each target column is a regression (MSE on the standardised target), a binary classification
 (BCE on logits) or a multiclass classification (cross-entropy over a group of output columns).
@@ -9,7 +9,9 @@ targets' own units), which says how good the predictions are.
 
 What lives here: the criterion, and reading target columns from a dataset. What does not: how
 the trainer calls a loss (`function.py`), and logging the unscaled loss and its square root,
-the PytorchTrainer "score" (`kiln.presets`).
+the "score" (`kiln.presets`).
+
+Compatibility: PytorchTrainer's `MixedCriterion`, with its dataset attributes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor
 
 #: Kinds of target columns; an int K >= 2 is a multiclass column with K classes.
@@ -110,7 +112,7 @@ class MixedCriterion:
         class_weights: The weight of each class of the multiclass columns.
         samples: How many targets to read from `dataset`.
         seed: Which targets: the seed of their random choice.
-        verbose: Print what was guessed and computed (PytorchTrainer's `MESSAGE:` lines).
+        verbose: Print what was guessed and computed, one `MESSAGE:` line each.
 
     Raises:
         ValueError: If the kinds are neither given nor readable, or do not fit the data.
@@ -179,7 +181,7 @@ class MixedCriterion:
                 f"MixedCriterion: `scale` must be [mean, std] with {count} values each (one per "
                 f"target column); received shapes {tuple(mean.shape)} and {tuple(std.shape)}."
             )
-        # Classification columns are never scaled, whatever `scale` says (README: mean 0, std 1).
+        # Classification targets are 0/1 as they are: mean 0 and std 1, whatever `scale` says.
         self.mean = torch.where(regression, mean, 0.0).float()
         self.std = torch.where(regression & (std != 0), std, 1.0).float()
         self.class_weights = (

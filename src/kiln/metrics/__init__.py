@@ -6,7 +6,7 @@ top-k); precision, recall and F-scores (macro, micro, binary) and the confusion 
 counts over the whole pass; AUROC, ranked on the whole pass; MSE, RMSE, MAE and R2;
 torchmetrics metrics through `TorchMetric`; and `resolve_metrics`, which reads names.
 Epoch values are exact over the pass (not means of batch values), accumulated on the device
-without a host sync per step.
+without a host sync per batch.
 """
 
 from kiln.metrics.auroc import AUROC

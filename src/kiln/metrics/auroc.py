@@ -6,7 +6,7 @@ rank computation it rests on. What does not: reading inputs (`inputs.py`).
 The area is the probability that a random positive scores above a random negative (ties count
 one half), the Mann-Whitney statistic, which equals scikit-learn's `roc_auc_score`. It cannot
 be summed over batches, so the metric keeps every score and target of the pass on the device
-(a list of the batches' tensors, no copy per step and no host sync) and ranks them at the end:
+(a list of the batches' tensors, no copy per batch and no host sync) and ranks them at the end:
 about `4 * N * C + 8 * N` bytes for N samples of C float32 scores (48 MB for a million samples
 of 10 classes). A checkpoint saves them; `sync` gathers them from every process.
 """

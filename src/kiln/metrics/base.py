@@ -58,7 +58,7 @@ class Metric:
 
     def _add(self, total: Tensor, count: int) -> None:
         # In-place on our own tensor: no allocation, and no host sync. The trainer passes
-        # detached outputs, so detaching again (one more kernel call per step) is rarely needed.
+        # detached outputs, so detaching again (one more kernel call per batch) is rarely needed.
         if total.requires_grad:
             total = total.detach()
         if self._total is None:

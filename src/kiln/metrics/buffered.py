@@ -4,14 +4,14 @@ What lives here: the base class of metrics whose state is a count (accuracy, the
 matrix and the scores read from it). What does not: the counting itself, in the subclasses.
 
 On a small model, the cost of a metric is not its arithmetic but launching a few kernels per
-step. A count does not depend on how the batches are grouped, so these metrics check each
+batch. A count does not depend on how the batches are grouped, so these metrics check each
 batch at once (shapes, in Python, reading nothing from the device) and keep it, by reference,
 counting the kept batches together every `buffer_batches` batches, or earlier when one more
 would take them past `buffer_elements` output elements, or when the value, the state or a sync
 is asked for. The first batch of a pass is counted at once, so that a bad label is reported
 before training goes on. The values are the same, to the bit, as counting every batch alone.
 
-Per step, the work is kept to a few attribute reads: a batch with the shapes and dtypes of the
+Per batch, the work is kept to a few attribute reads: a batch with the shapes and dtypes of the
 batch before is neither checked again (the checks read nothing else) nor compared with the
 kept ones, and metrics that keep the same batches (accuracy and F1 in one trainer)
 concatenate them, and take their arg-max, once between them (`joined.py`).
@@ -75,7 +75,7 @@ class BufferedMetric(Metric):
     def update(self, output: Any, target: Any) -> None:
         """Check one batch, and count it now or with the next ones."""
         # Most batches of a pass have the layout of the one before: then they were checked,
-        # and can be concatenated with the kept ones, already. This runs at every step.
+        # and can be concatenated with the kept ones, already. This runs at every batch.
         layout = (
             (output.shape, target.shape, output.dtype, target.dtype)
             if isinstance(output, Tensor) and isinstance(target, Tensor)

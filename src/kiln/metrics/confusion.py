@@ -1,7 +1,7 @@
 """Confusion counts over a whole pass, and `ConfusionMatrix`, the metric that returns them.
 
 What lives here: `ConfusionCounts`, the base of every metric read from a confusion matrix
-(it counts, per step, with one `bincount` into a tensor on the device: exact over the whole
+(it counts, per batch, with one `bincount` into a tensor on the device: exact over the whole
 pass, no Python per sample and no host synchronisation), and `ConfusionMatrix`. What does
 not: precision, recall and F-scores (`fscore.py`), or how inputs are read (`inputs.py`).
 
@@ -83,7 +83,7 @@ class ConfusionCounts(BufferedMetric):
     ) -> None:
         check_options(task, num_classes)
         self.task = task
-        self.num_classes = num_classes
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.threshold = threshold
         super().__init__(name)
 

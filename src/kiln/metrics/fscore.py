@@ -140,7 +140,7 @@ class FBeta(_ClassScore):
 
     Args:
         beta: The weight of recall; must be positive.
-        average: "macro" (Poutyne's `fscore_macro`), "micro" or "binary".
+        average: "macro", "micro" or "binary" (see `Precision`).
         task, num_classes, threshold: How inputs are read (see `ConfusionCounts`).
         name: The logged name.
 
@@ -175,8 +175,7 @@ class F1(FBeta):
     """The F1 score, the harmonic mean of precision and recall (`FBeta` with `beta=1`).
 
     Args:
-        average: "macro" (the default, Poutyne's `f1` logged as `fscore_macro`), "micro" or
-            "binary" (Poutyne's `bin_f1`).
+        average: "macro" (the default), "micro" or "binary" (see `Precision`).
         task, num_classes, threshold: How inputs are read (see `ConfusionCounts`).
         name: The logged name.
 

@@ -17,7 +17,7 @@ A label out of range must never land in another class's count. The counting metr
 true labels an extra value `C` (an extra row) that stands for "out of range": on the CPU
 labels beyond it are caught when counted, and on accelerators they are clamped into it, so
 that no batch waits for the device; `compute` reports them. The first batch of a pass is
-checked at once, so that a bad label is usually reported before any training step ends.
+checked at once, so that a bad label is usually reported at that batch, not at the pass's end.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from kiln.metrics.joined import predicted_classes
+from kiln.options import whole_number
 
 TASKS = ("binary", "multiclass", "multilabel")
 
@@ -40,9 +41,7 @@ def check_options(task: Any, num_classes: Any) -> None:
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"`task` must be one of {', '.join(TASKS)} or None; received {task!r}.")
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
-    ):
+    if num_classes is not None and (whole_number(num_classes) is None or num_classes < 2):
         raise ValueError(
             f"`num_classes` must be an integer of at least 2; received {num_classes!r}."
         )
@@ -217,9 +216,14 @@ def check_labels(name: str, target: Tensor, task: str, classes: int) -> None:
     if bool(bad.any()):
         value = target[bad][0].item()
         expected = f"labels 0 to {classes - 1}" if task == "multiclass" else "0 or 1"
+        padding = (
+            " -100 is the label torch's cross-entropy ignores (padding); this metric counts "
+            "every target: use 'accuracy', which skips it, or measure without the padding."
+            if value == -100
+            else " Check the labels, or the metric's `num_classes`."
+        )
         raise ValueError(
-            f"{name}: a {task} target holds {value!r}, but it must hold {expected}. Check "
-            "the labels, or the metric's `num_classes`."
+            f"{name}: a {task} target holds {value!r}, but it must hold {expected}.{padding}"
         )
 
 

@@ -6,7 +6,7 @@ does not: the buffering itself (`buffered.py`) or the counting (`classification.
 `confusion.py`).
 
 The trainer gives every metric the same output and target tensors, and the buffered metrics
-keep and count them at the same steps, so accuracy and F1 would each concatenate the same
+keep and count them at the same moments, so accuracy and F1 would each concatenate the same
 batches and take the same arg-max. The last join is remembered (one entry, holding the
 tensors it was made from, so that their identities cannot be reused while it is kept): a
 second metric that counts the very same tensors gets the same joined tensors and, once the

@@ -1,12 +1,13 @@
 """Metric names, and `resolve_metrics`, which reads the trainer's `metrics=` argument.
 
-What lives here: the table of names (Poutyne's among them: `acc`, `top1`..`top100`, `f1`
-and `fscore_macro`, `bin_f1`, `precision`, `recall`, ...), `resolve_metrics`, and
-`metric_spec`, which finds the name that builds a metric again (for `trainer.save`). What does
-not: the metrics themselves.
+What lives here: the table of names (`acc`, `top1`..`top100`, `f1` and `fscore_macro`, `bin_f1`,
+`precision`, `recall`, ...), `resolve_metrics`, and `metric_spec`, which finds the name that
+builds a metric again (for `trainer.save`). What does not: the metrics themselves.
 
 Names are matched without regard to case, spaces, hyphens or underscores (`F1-Score` is
 `f1_score`); a metric is logged under the name as the user wrote it.
+
+Compatibility: Poutyne's metric names build the same metrics.
 """
 
 from __future__ import annotations

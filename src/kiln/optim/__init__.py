@@ -1,10 +1,10 @@
 """Optimizers and learning-rate schedules.
 
 What lives here: the table of optimizer names and `resolve_optimizer`, `Lookahead` (and
-RAdam inside it, by the name "ranger"); QuNet's learning-rate
-curves (`WarmupCosine`, `LinearSchedule`, `ExponentialSchedule`, `ConstantSchedule`), their chain
-and its planned curve (`ScheduleChain`, `Plan`, `plot_plan`), and TorchFusion's per-epoch
-function (`EpochFunction`); PytorchTrainer's golden-ratio plateau (`golden_ratio_plateau`).
+RAdam inside it, by the name "ranger"); learning-rate curves with a warmup (`WarmupCosine`,
+`LinearSchedule`, `ExponentialSchedule`, `ConstantSchedule`), their chain and its planned curve
+(`ScheduleChain`, `Plan`, `plot_plan`), a per-epoch function (`EpochFunction`), and a plateau
+decay by the golden ratio (`golden_ratio_plateau`).
 What does not: applying a schedule during training, which the
 `kiln.callbacks.LRScheduler` callback does (it also takes any `torch.optim.lr_scheduler`).
 """

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from kiln.options import whole_number
+
 
 class Lookahead(Optimizer):
     """Wrap an optimizer: every `k` of its steps, pull the weights back towards slow weights.
@@ -60,7 +62,7 @@ class Lookahead(Optimizer):
         >>> scheduler.step(); optimizer.optimizer.param_groups[0]["lr"]
         0.05
 
-    The name `"ranger"` builds RAdam inside a Lookahead (PytorchTrainer's optimizer):
+    The name `"ranger"` builds RAdam inside a Lookahead (k=5, alpha=0.5):
     `kiln.Trainer(net, optimizer="ranger", lr=1e-3)`.
     """
 
@@ -71,7 +73,7 @@ class Lookahead(Optimizer):
                 f"Lookahead(torch.optim.RAdam(net.parameters())); received "
                 f"{type(optimizer).__name__}."
             )
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if whole_number(k) is None or k < 1:
             raise ValueError(
                 f"Lookahead: `k` (inner steps between synchronisations) must be a positive "
                 f"integer; received {k!r}."
@@ -84,7 +86,7 @@ class Lookahead(Optimizer):
         # Optimizer.__init__ is not called: it would build parameter groups of our own, while
         # these must stay the inner optimizer's. What it sets up besides (hooks) is done here.
         self.optimizer = optimizer
-        self.k = k
+        self.k = int(k)
         self.alpha = float(alpha)
         self.steps = 0
         self._slow: list[list[Tensor]] = []  # per parameter group, in the groups' order

@@ -7,6 +7,7 @@ RAdam inside `Lookahead`), default learning rates and `resolve_optimizer`. What 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,7 +16,8 @@ from torch import nn
 
 from kiln.optim.lookahead import Lookahead
 
-#: Learning rate used when `lr` is not given: Adam's usual default, and SGD's (as Poutyne).
+#: Learning rate used when `lr` is not given: 1e-2 for SGD, else 1e-3 (Adam's usual default).
+#: Compatibility: Poutyne's default rates.
 DEFAULT_LR = {"sgd": 1e-2}
 FALLBACK_LR = 1e-3
 
@@ -35,7 +37,7 @@ OPTIMIZER_NAMES: dict[str, type[torch.optim.Optimizer]] = {
 
 
 def _ranger(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """RAdam inside Lookahead (k=5, alpha=0.5): PytorchTrainer's "RAdam + Lookahead"."""
+    """Build RAdam inside Lookahead (k=5, alpha=0.5): the optimizer named "ranger"."""
     return Lookahead(torch.optim.RAdam(params, lr=lr))
 
 
@@ -45,6 +47,42 @@ COMPOSITE_OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.opti
 }
 
 OptimizerSpec = str | torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], Any]
+
+
+def check_lr(lr: Any) -> None:
+    """Raise a clear error for a learning rate torch would refuse, or for no number at all.
+
+    Zero is a learning rate torch accepts (a frozen or evaluated model); a numpy float or a
+    tensor passes as torch takes them.
+
+    Raises:
+        TypeError: If `lr` is not a number (a string, a bool).
+        ValueError: If `lr` is negative or NaN.
+
+    Example:
+        >>> check_lr(0.0), check_lr(None)
+        (None, None)
+    """
+    if lr is None or isinstance(lr, torch.Tensor):
+        return
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        fix = f" Pass a number: lr={lr.strip()}." if isinstance(lr, str) and _is_number(lr) else ""
+        raise TypeError(
+            f"`lr` must be a number (such as 1e-3); received {lr!r} ({type(lr).__name__}).{fix}"
+        )
+    if not float(lr) >= 0:
+        raise ValueError(
+            f"`lr` must be a number of at least 0 (0 leaves the weights as they are); received "
+            f"{lr!r}."
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def resolve_optimizer(
@@ -63,8 +101,10 @@ def resolve_optimizer(
 
     Raises:
         ValueError: For an unknown name (the message lists the known ones), or `lr` given
-            with an instance or a callable, or a non-positive `lr`.
-        TypeError: If `optimizer` is of no accepted kind or the callable returns no optimizer.
+            with an instance or a callable, or a negative or NaN `lr` (0 is accepted, as torch
+            accepts it: the model is then evaluated or kept frozen).
+        TypeError: If `optimizer` is of no accepted kind, the callable returns no optimizer,
+            or `lr` is not a number (such as the string `"0.1"`).
 
     Example:
         >>> import torch
@@ -73,8 +113,7 @@ def resolve_optimizer(
         >>> resolve_optimizer("ranger", torch.nn.Linear(2, 1), lr=None)
         Lookahead(RAdam, k=5, alpha=0.5)
     """
-    if lr is not None and (isinstance(lr, bool) or not lr > 0):
-        raise ValueError(f"`lr` must be a positive number; received {lr!r}.")
+    check_lr(lr)
     if isinstance(optimizer, str):
         key = optimizer.strip().lower()
         if key not in OPTIMIZER_NAMES and key not in COMPOSITE_OPTIMIZERS:
@@ -89,7 +128,8 @@ def resolve_optimizer(
             raise ValueError(
                 "The model has no trainable parameters, so there is nothing to optimize. "
                 "Check that its layers are registered as attributes (not in a plain list: use "
-                "nn.ModuleList) and that `requires_grad` is not turned off everywhere."
+                "nn.ModuleList) and that `requires_grad` is not turned off everywhere. To only "
+                "evaluate or predict, pass `optimizer=None`."
             )
         if key in COMPOSITE_OPTIMIZERS:
             return COMPOSITE_OPTIMIZERS[key](params, rate)

@@ -1,4 +1,4 @@
-"""PytorchTrainer's golden-ratio decay: a `ReduceLROnPlateau` with its numbers.
+"""Golden-ratio decay: a `ReduceLROnPlateau` that divides the rate by 1.618 on a plateau.
 
 What lives here: `golden_ratio_plateau`, a factory of the torch scheduler. What does not:
 stepping it with the monitored value after each epoch, which `kiln.callbacks.LRScheduler` does
@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-#: PytorchTrainer's decay factor: 1 / golden ratio, about 0.618.
+#: The decay factor: 1 / golden ratio, about 0.618.
 GOLDEN_FACTOR = 2 / (1 + math.sqrt(5))
 
 
@@ -26,7 +26,9 @@ def golden_ratio_plateau(
     """Divide the rate by the golden ratio after `patience` epochs without improvement.
 
     `ReduceLROnPlateau(mode, factor=2/(1+sqrt(5)), patience, min_lr=lr*min_lr_ratio)`, where `lr`
-    is each parameter group's rate when it is built (PytorchTrainer: floor at a tenth).
+    is each parameter group's rate when it is built: by default the rate stops at a tenth.
+
+    Compatibility: PytorchTrainer's decay factor, patience and floor.
 
     Example:
         >>> import torch

@@ -1,11 +1,13 @@
 """`ScheduleChain`: learning-rate curves run one after another, and the planned curve.
 
-QuNet keeps a list of schedulers on its trainer and, after each epoch, steps only the first one
-that has not finished, so the list is a sequence. This is that sequence with its position, kept
-apart from any optimizer: `advance(current_lr, ...)` returns the next learning rate and whether
-a curve just ended, so the same code runs a training and draws its plan. Exactly as in QuNet,
-a curve that follows another never applies its own starting value: the step after the previous
-curve ends runs at that curve's final rate, and the next step is the new curve's first.
+A chain is a list of curves run in order: after each epoch (or step), only the first curve
+that has not finished advances. The chain keeps its position apart from any optimizer:
+`advance(current_lr, ...)` returns the next learning rate and whether a curve just ended, so the
+same code runs a training and draws its plan. A curve that follows another never applies its own
+starting value: the step after the previous curve ends runs at that curve's final rate, and the
+next step is the new curve's first.
+
+Compatibility: QuNet's list of schedulers, with the same hand-over between curves.
 
 What lives here: the chain, its state for resuming, and `plan`. What does not: the curves
 (`optim/schedules.py`), applying the rate to an optimizer (`kiln.callbacks.LRScheduler`), and
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.optim.schedules import Schedule, check_lr
+from kiln.options import whole_number
 
 
 @dataclass
@@ -169,8 +172,9 @@ class ScheduleChain:
             ValueError: If `steps` is not a positive whole number, or no starting learning
                 rate is known.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if whole_number(steps) is None or steps < 1:
             raise ValueError(f"`steps` must be a positive whole number; received {steps!r}.")
+        steps = int(steps)
         chain = copy.deepcopy(self)
         chain.restart()
         current = chain.start_lr()
@@ -181,7 +185,8 @@ class ScheduleChain:
                     "planning needs it: pass `lr=` (the rate the optimizer starts with)."
                 )
             current = check_lr("plan", "lr", lr)
-        sizes = itertools.cycle([samples] if isinstance(samples, int) else list(samples))
+        single = whole_number(samples)
+        sizes = itertools.cycle([single] if single is not None else list(samples))  # type: ignore[arg-type]
         epochs = 1 if interval == "epoch" else 0
         plan = Plan()
         for step in range(steps):

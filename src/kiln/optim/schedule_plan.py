@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from kiln.optim.schedule_chain import Plan, ScheduleChain
 from kiln.optim.schedules import EpochFunction, check_lr
+from kiln.options import whole_number
 
 
 def plan_schedule(
@@ -50,10 +51,11 @@ def plan_schedule(
         >>> plan_schedule(chain, "step", 1, samples_per_epoch=12, batch_size=4)
         Plan(lrs=[0.1, 0.1, 0.1], ends=[3])
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if whole_number(epochs) is None or epochs < 1:
         raise ValueError(
             f"LRScheduler.plan: `epochs` must be a positive whole number; received {epochs!r}."
         )
+    epochs = int(epochs)
     sizes = epoch_batches(interval, samples_per_epoch, batch_size)
     steps = epochs * len(sizes)
     if isinstance(schedule, ScheduleChain):
@@ -108,7 +110,7 @@ def epoch_batches(
 
 
 def plan_function(function: EpochFunction, steps: int, start: float) -> Plan:
-    """Plan TorchFusion's `fn(epoch) -> lr`: epoch 0 at `start`, epoch `e + 1` at `fn(e)`.
+    """Plan a function `fn(epoch) -> lr`: epoch 0 at `start`, epoch `e + 1` at `fn(e)`.
 
     Example:
         >>> from kiln.optim import EpochFunction

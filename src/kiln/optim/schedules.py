@@ -1,9 +1,8 @@
-"""QuNet's learning-rate curves: warmup then cosine, linear, exponential and constant.
+"""Learning-rate curves: warmup then cosine, linear, exponential and constant.
 
 Each curve runs for a length counted in epochs or in training samples, from `lr1` to `lr2`; a
-curve is a small immutable description, and `value(done, lr1, lr2)` is its exact formula. The
-formulas are QuNet's (`Scheduler_Cos`, `Scheduler_Line`, `Scheduler_Exp`, `Scheduler_Const`),
-with `done` the epochs or samples completed since the curve started:
+curve is a small immutable description, and `value(done, lr1, lr2)` is its exact formula, with
+`done` the epochs or samples completed since the curve started:
 
 - `WarmupCosine`: `lr1 + (lr_hot - lr1) * done / warmup` while `done < warmup`, then
   `lr2 + (lr_hot - lr2) * (1 + cos(pi * (done - warmup) / (length - warmup))) / 2`;
@@ -15,7 +14,9 @@ with `done` the epochs or samples completed since the curve started:
 When `done` reaches the length, the curve ends at `lr2` (`lr1` for the constant one). `lr1` or
 `lr2` left as `None` take the optimizer's learning rate when the curve starts.
 
-`EpochFunction` wraps TorchFusion's other form of schedule, a function `fn(epoch) -> lr`.
+`EpochFunction` wraps the other form of schedule, a function `fn(epoch) -> lr`.
+
+Compatibility: QuNet's curves, with the same formulas and argument names.
 
 What lives here: the curves, `EpochFunction` and their argument checks. What does not: running
 the curves one after another and their state during a run (`optim/schedule_chain.py`), applying
@@ -121,7 +122,7 @@ class Schedule:
 class WarmupCosine(Schedule):
     """Rise linearly from `lr1` to `lr_hot` in `warmup`, then fall to `lr2` along a cosine.
 
-    `epochs` (or `samples`) is the whole length, warmup included (QuNet's `Scheduler_Cos`).
+    `epochs` (or `samples`) is the whole length, warmup included.
 
     Args:
         lr1: The learning rate at the start (`None`: the optimizer's).
@@ -171,7 +172,7 @@ class WarmupCosine(Schedule):
 
 
 class LinearSchedule(Schedule):
-    """Change the learning rate from `lr1` to `lr2` in a straight line (QuNet's `Scheduler_Line`).
+    """Change the learning rate from `lr1` to `lr2` in a straight line.
 
     Example:
         >>> from kiln.optim import LinearSchedule
@@ -186,10 +187,10 @@ class LinearSchedule(Schedule):
 
 
 class ExponentialSchedule(Schedule):
-    """Change the learning rate from `lr1` to `lr2` geometrically (QuNet's `Scheduler_Exp`).
+    """Change the learning rate from `lr1` to `lr2` geometrically.
 
     A straight line on a log scale. With `lr1` or `lr2` equal to 0 it stays at `lr1` until it
-    ends at `lr2`, as in QuNet.
+    ends at `lr2`.
 
     Example:
         >>> from kiln.optim import ExponentialSchedule
@@ -205,7 +206,7 @@ class ExponentialSchedule(Schedule):
 
 
 class ConstantSchedule(Schedule):
-    """Hold the learning rate at `lr1` for a while (QuNet's `Scheduler_Const`).
+    """Hold the learning rate at `lr1` for a while.
 
     Args:
         lr1: The learning rate to hold (`None`: the optimizer's).
@@ -236,11 +237,13 @@ class ConstantSchedule(Schedule):
 
 
 class EpochFunction:
-    """A function `fn(epoch) -> lr`, as TorchFusion's `lr_schedule`, for `LRScheduler`.
+    """A function `fn(epoch) -> lr` that sets the rate after each epoch, for `LRScheduler`.
 
-    As in TorchFusion, the function is called after each epoch with that epoch's 0-based number
-    (counted from the start of the schedule), and its value becomes the learning rate of every
-    parameter group for the next epoch; the first epoch runs at the optimizer's own rate.
+    The function is called after each epoch with that epoch's 0-based number (counted from the
+    start of the schedule), and its value becomes the learning rate of every parameter group for
+    the next epoch; the first epoch runs at the optimizer's own rate.
+
+    Compatibility: TorchFusion's `lr_schedule` functions run unchanged.
 
     Args:
         fn: Called with the 0-based number of the epoch just finished; returns a number of 0 or

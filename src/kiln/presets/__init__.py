@@ -1,9 +1,10 @@
 """Presets: ready-made configurations of the one `kiln.Trainer` loop, never a second loop.
 
-What lives here: `AutoTrainer`, PytorchTrainer's "press the button" (the auto criterion, RAdam
-with Lookahead, a reproducible validation split, relative early stopping, golden-ratio decay
-with restarts, best-N averaging, a stop file), `fit_table` for in-memory tables, and the pieces
-they add to a `Trainer`: `CriterionTrainer` (logs a criterion's unscaled loss) and `Score`.
+What lives here: `AutoTrainer`, which trains a network on a dataset in one call (the auto
+criterion, RAdam with Lookahead, a reproducible validation split, relative early stopping,
+golden-ratio decay with restarts, best-N averaging, a stop file), `fit_table` for in-memory
+tables, and the pieces they add to a `Trainer`: `CriterionTrainer` (logs a criterion's unscaled
+loss) and `Score`.
 What does not: the loop (`kiln.trainer`), the criterion (`kiln.losses.MixedCriterion`).
 
 Example:

@@ -1,7 +1,7 @@
-"""`AutoTrainer`: PytorchTrainer's "press the button", as a preset of the one `kiln.Trainer`.
+"""`AutoTrainer`: train a network on a dataset in one call, a preset of the one `kiln.Trainer`.
 
 `AutoTrainer(net_builder, net_build_args).train(dataset, name=...)` configures a `Trainer` (a
-`CriterionTrainer`, whose step also logs the unscaled loss) with:
+`CriterionTrainer`, whose step method also logs the unscaled loss) with:
 
 - the criterion: `MixedCriterion` by default (regression or binary per target column, read
   from the dataset; `criterion="multiclass"` for one class-index column);
@@ -18,11 +18,7 @@ What lives here: the class, and `fit_table` (the entry point for in-memory table
 not: any loop (there is one, `Trainer.fit`), the criterion (`kiln.losses.mixed`), the files
 (`files.py`) and the report (`report.py`).
 
-Differences from PytorchTrainer, each on purpose: files hold tensors and plain data (no
-pickle: see `files.py`); `net_build_args` may be a list (positional, as its README) or a dict
-(keywords, as its later code); `predict` runs the network once per batch (its code ran the whole
-input once per batch); a NaN score stops the run cleanly; its code's linear warm-up of the rate
-over the first 1000 steps is not in its README, and not here.
+Compatibility: PytorchTrainer's arguments, defaults, files and report.
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +34,7 @@ from torch.utils.data import TensorDataset
 
 from kiln.callbacks import (
     BestAverage,
+    Callback,
     EarlyStopping,
     RestartOnPlateau,
     StopFile,
@@ -45,10 +42,11 @@ from kiln.callbacks import (
 )
 from kiln.checkpoint.run import load_model_state
 from kiln.data.in_memory import Data
+from kiln.data.repeated import repeat
 from kiln.devices import resolve_device
 from kiln.history import History
 from kiln.losses.mixed import CLASSES, MixedCriterion
-from kiln.presets.files import SaveAverage, SaveBest, model_file, read_auto_record
+from kiln.presets.files import AUTO_LOAD, SaveAverage, SaveBest, model_file, read_auto_record
 from kiln.presets.inputs import as_dataset, batches, resolve_criterion, split, to_tensor
 from kiln.presets.report import Report
 from kiln.presets.scored import CriterionTrainer, Score
@@ -62,6 +60,9 @@ from kiln.saving.recipe import (
 
 MONITOR = "val_score"
 
+if TYPE_CHECKING:
+    from kiln.trainer import Trainer
+
 
 class _LoadMethod:
     """`load` on an instance loads into it; on the class, it builds a new `AutoTrainer`."""
@@ -73,7 +74,7 @@ class _LoadMethod:
 
 
 class AutoTrainer:
-    """PytorchTrainer's preset: give a network, press the button, get the best one saved.
+    """Train a network on a dataset in one call, and save the best weights on the way.
 
     Args:
         net_builder: A function (or class) returning a fresh network, or a network itself.
@@ -82,9 +83,9 @@ class AutoTrainer:
 
     After `train`, `trainer` is the `kiln.Trainer` that ran (its `history`, `state`,
     callbacks), and `history` its history. `load(name)` on an instance loads `{name}.pt` into
-    it (the README's `model.load("name")`); `AutoTrainer.load(name, builder=...)` on the class
-    builds a new one from the file (a builder *class* is found from the file; a builder
-    *function* must be passed, since kiln never calls a function named in a file).
+    it; `AutoTrainer.load(name, builder=...)` on the class builds a new one from the file (a
+    builder *class* is found from the file; a builder *function* must be passed, since kiln
+    never calls a function named in a file).
 
     Example:
         >>> import os, tempfile, torch, kiln
@@ -174,7 +175,7 @@ class AutoTrainer:
             name: The run's name: files `{name}.pt`, `{name}_avg.pt`, stop file `stop_{name}`.
             batch_size: Samples per training batch.
             criterion: `"auto"` (`MixedCriterion` of the dataset), `"multiclass"` (or
-                `"multilabel"`, its PytorchTrainer name: one class-index target column,
+                `"multilabel"`, the same: one class-index target column,
                 cross-entropy with the dataset's `class_weights`), a criterion object, or a
                 class called with the dataset.
             n_epochs: The most epochs to train.
@@ -210,17 +211,19 @@ class AutoTrainer:
         train_batches = batches(train_part, batch_size, True, n_workers)
         val_batches = batches(val_part, batch_size, False, n_workers)
         callbacks = auto_callbacks(name, self.criterion, n_best_nets, with_restarts, verbose)
+        if epoch_hook is not None:
+            callbacks.append(_EpochHook(lambda _trainer: epoch_hook(self)))
         self.trainer = CriterionTrainer(
             self.net, loss=self.criterion, optimizer="ranger", lr=learning_rate,
             callbacks=callbacks, device=self.device, dir=dir, progress=False,
         )  # fmt: skip
-        hook = None if epoch_hook is None else (lambda _trainer: epoch_hook(self))
         try:
             self.history = self.trainer.fit(
-                train_batches, val=val_batches, epochs=n_epochs, resume=resume,
-                repeat_train=repeat_train, repeat_val=repeat_valid, epoch_hook=hook,
+                repeat(train_batches, repeat_train), val=repeat(val_batches, repeat_valid),
+                epochs=n_epochs, resume=resume,
             )  # fmt: skip
-        except FloatingPointError as error:  # PytorchTrainer's "Got nan and stopped"
+        except FloatingPointError as error:
+            # A diverged run does not come back: end it cleanly and keep what it has learnt.
             self.trainer.request_stop(f"Got nan and stopped: {error}")
             self.history = self.trainer.history
             if verbose:
@@ -246,7 +249,8 @@ class AutoTrainer:
         path = model_file(name)
         record = read_auto_record(path)
         recipe = check_recipe(record.get("recipe"), str(path))
-        net = rebuild_model(recipe, builder, str(path))
+        # Built on the meta device first, and compared with the weights before any memory.
+        net = rebuild_model(recipe, builder, str(path), weights=record["model"], hints=AUTO_LOAD)
         auto = cls(net, device=device)
         auto.net_builder = builder
         auto.args, auto.kwargs = tuple(recipe["args"]), dict(recipe["kwargs"])
@@ -265,8 +269,8 @@ class AutoTrainer:
     def predict_dataset(self, dataset: Any, batch_size: int = 1, verbose: bool = True) -> Any:
         """Return the post-processed predictions for a dataset in the training format.
 
-        The items' targets are needed by the format but not used. `verbose` is accepted for
-        PytorchTrainer's signature; nothing is printed.
+        The items' targets are needed by the format but not used. `verbose` is accepted and
+        ignored: nothing is printed.
 
         Returns:
             A numpy array, one row per item.
@@ -291,6 +295,17 @@ class AutoTrainer:
             raise ValueError("AutoTrainer.predict needs the network's inputs: predict(x).")
         inputs = [to_tensor(d) for d in data]
         return _numpy(self._predictor().predict(inputs[0] if len(inputs) == 1 else inputs))
+
+
+class _EpochHook(Callback):
+    """Calls `hook(trainer)` at the end of each epoch (`AutoTrainer.train`'s `epoch_hook`)."""
+
+    def __init__(self, hook: Callable[[Trainer], Any]) -> None:
+        self.hook = hook
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        """Call the hook with the trainer."""
+        self.hook(trainer)
 
 
 def auto_callbacks(
@@ -356,7 +371,10 @@ def fit_table(
     device: str | int | bool | torch.device | None = "auto",
     **options: Any,
 ) -> AutoTrainer:
-    """Train the auto preset's MLP on a table: the entry point of `kiln fit data.csv`.
+    """Train the auto preset's MLP on an in-memory table (tensors), in one call.
+
+    Compatibility: the options are `AutoTrainer.train`'s, spelled as the PytorchTrainer README
+    spells them (`n_epochs`, `learning_rate`); `kiln fit data.csv` reads files instead.
 
     Args:
         inputs: Features, shape `(N, F)`.

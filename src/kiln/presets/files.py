@@ -1,8 +1,7 @@
 """The auto preset's files, `{name}.pt` and `{name}_avg.pt`: weights, recipe and criterion.
 
-PytorchTrainer pickled itself (criterion, builder and all) next to the weights, which ties the
-file to the code and runs code when it is read. Kiln writes tensors and plain data only, read
-back with `torch.load(weights_only=True)`:
+A file holds tensors and plain data only, read back with `torch.load(weights_only=True)`, so
+reading it runs no code and it does not depend on the code that wrote it:
 
     {"format": "kiln-auto", "epoch": e, "logs": {...}, "model": state_dict,
      "recipe": {"kind", "target", "args", "kwargs", "problem"},   # kiln.saving.recipe
@@ -16,28 +15,46 @@ from the file). A file holds a `"model"` weights dict, so `kiln.load(path, model
 What lives here: the record, reading it with clear errors, and the two callbacks that write it
 (`SaveBest` on every improvement, `SaveAverage` after best-N averaging). What does not: safe
 writing (`kiln.checkpoint.files`) and the averaging itself (`kiln.callbacks.BestAverage`).
+
+Compatibility: PytorchTrainer's file names and when each is written.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from kiln.callbacks.base import Callback
 from kiln.callbacks.best_average import BestAverage
 from kiln.callbacks.monitor import read_monitored
-from kiln.checkpoint.files import atomic_save, safe_load
-from kiln.saving.recipe import recipe_of
+from kiln.checkpoint.files import (
+    CheckpointError,
+    atomic_save,
+    remove_leftover_temporaries,
+    safe_load,
+)
+from kiln.checkpoint.weights import WEIGHTS_FORMAT
+from kiln.saving.recipe import LoadHints, recipe_of
+from kiln.saving.trainer_file import SAVED_TRAINER
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
 
 #: The value of the "format" key of an auto preset file.
 AUTO_FORMAT = "kiln-auto"
+#: How messages name what `AutoTrainer.load` takes instead of what a file cannot choose: a
+#: builder class or function passed as `builder=` (called with the recorded arguments).
+AUTO_LOAD = LoadHints(
+    model="AutoTrainer(net, ...).load(name)",
+    builder="AutoTrainer.load(name, builder={name})",
+    classes="AutoTrainer.load(name, builder={name})",
+)
 
 
 def model_file(name: str | os.PathLike[str], suffix: str = "") -> Path:
@@ -77,15 +94,31 @@ def auto_record(
     }
 
 
+def _file_kind(content: Any) -> str:
+    """Name the kind of kiln file `content` was read from, for messages."""
+    if not isinstance(content, dict):
+        return f"a file holding a {type(content).__name__}"
+    if content.get("kiln") == SAVED_TRAINER:
+        return "a trainer written by `Trainer.save()`"
+    if {"format", "model", "optimizer", "state"} <= set(content):
+        return "a checkpoint of a run (such as `last.ckpt`)"
+    if content.get("format") == WEIGHTS_FORMAT:
+        return "a weights file"
+    if content and all(isinstance(value, Tensor) for value in content.values()):
+        return "a bare `state_dict`"
+    return "another kind of file"
+
+
 def read_auto_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read an auto preset file without running code from it.
 
     Raises:
         FileNotFoundError: If there is no such file (the message says which names exist).
-        ValueError: If the file is not an auto preset file.
+        CheckpointError: If the file is damaged (empty, truncated, a directory, a part missing
+            or of the wrong kind) or is not an auto preset file; a `ValueError` too.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         nearby = sorted(p.name for p in path.absolute().parent.glob("*.pt"))[:10]
         raise FileNotFoundError(
             f"No model file {path}: `train(dataset, name=...)` writes `{{name}}.pt` when the "
@@ -94,15 +127,47 @@ def read_auto_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     content = safe_load(path)
     if not (isinstance(content, dict) and content.get("format") == AUTO_FORMAT):
         kind = content.get("format") if isinstance(content, dict) else type(content).__name__
-        raise ValueError(
-            f"{path} is not a file of kiln's auto preset (format {kind!r}; expected "
-            f"{AUTO_FORMAT!r}). For other kiln files use kiln.load(path, ...)."
+        raise CheckpointError(
+            errno.EINVAL,
+            f"{path} is {_file_kind(content)}, not a file of kiln's auto preset (format "
+            f"{kind!r}; expected {AUTO_FORMAT!r}): `AutoTrainer.load(name)` reads the "
+            "`{name}.pt` (or `{name}_avg.pt`) that `AutoTrainer.train(..., name=name)` writes. "
+            "To use this file, `kiln.load(path)` rebuilds a `kiln.Trainer` (not an "
+            "AutoTrainer) with its `predict` and `evaluate`, or `kiln.load(path, model=net)` "
+            "loads the weights into your network; the auto preset's criterion, which "
+            "post-processes its predictions, is not in such a file.",
+        )
+    problem = _record_problem(content)
+    if problem is not None:
+        raise CheckpointError(
+            errno.EINVAL,
+            f"{path} is damaged or was not written by kiln: {problem}. Train again, or load an "
+            "intact copy.",
         )
     return content
 
 
+def _record_problem(content: dict[str, Any]) -> str | None:
+    """Say which part of an auto preset record is not what `auto_record` writes, else None."""
+    model = content.get("model")
+    if not (
+        isinstance(model, dict)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+    ):
+        return f"its 'model' is a {type(model).__name__}, where the weights (tensors) belong"
+    parts: dict[str, type | tuple[type, ...]] = {
+        "recipe": dict,
+        "criterion": (dict, type(None)),
+        "logs": dict,
+    }
+    for key, kind in parts.items():
+        if not isinstance(content.get(key), kind):
+            return f"its {key!r} is a {type(content.get(key)).__name__}"
+    return None
+
+
 class SaveBest(Callback):
-    """Write `{name}.pt` each time `monitor` reaches a new minimum (PytorchTrainer's file).
+    """Write `{name}.pt` each time `monitor` reaches a new minimum.
 
     Args:
         path: The file, overwritten atomically at each improvement.
@@ -128,9 +193,10 @@ class SaveBest(Callback):
         self.best, self.best_epoch = math.inf, 0
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        """Start afresh unless the run resumes."""
+        """Start afresh unless the run resumes; remove what a killed write left in the folder."""
         if not trainer.state.resumed:
             self.best, self.best_epoch = math.inf, 0
+        remove_leftover_temporaries(self.path.absolute().parent)  # `SaveAverage`'s folder too
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         """Write the file when the value is a new minimum."""
@@ -157,7 +223,7 @@ class SaveAverage(Callback):
 
     Put it after the `BestAverage` in the callback list (it reads the averaged model when `fit`
     ends). The file is written whenever more than one snapshot was kept (even if only the best
-    is close enough to be averaged), and not otherwise, as in PytorchTrainer.
+    is close enough to be averaged), and not otherwise.
 
     Args:
         path: The file.

@@ -1,6 +1,6 @@
 """What the auto preset does to its data: accepted forms, the split, batches, the criterion.
 
-What lives here: turning `train`'s `dataset` into a torch Dataset, PytorchTrainer's reproducible
+What lives here: turning `train`'s `dataset` into a torch Dataset, the reproducible
 train/validation split, batches (a `kiln.Data` for plain in-memory tensors, else a DataLoader)
 and the reading of the `criterion=` argument. What does not: the preset (`auto.py`).
 """
@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from kiln.data.in_memory import Data, loader
 from kiln.losses.mixed import CLASSES, MixedCriterion
 
-#: The seed of the train/validation split (PytorchTrainer's).
+#: The seed of the train/validation split: the same samples validate on every run.
 SPLIT_SEED = 42
 
 
@@ -88,11 +88,13 @@ def resolve_criterion(criterion: Any, dataset: Any, verbose: bool) -> Any:
 
 
 def split(dataset: Any, train_prop: float, shuffle: bool) -> tuple[Any, Any]:
-    """PytorchTrainer's split: `int(len * train_prop)` samples train, the rest validate.
+    """Split `dataset`: `int(len * train_prop)` samples train, the rest validate.
 
     With `shuffle`, the samples `torch.utils.data.random_split` picks with a generator seeded
     with 42 (the same on every run, so retraining never validates on trained samples); else the
     first ones train.
+
+    Compatibility: PytorchTrainer's split, so its runs validate on the same samples.
 
     Raises:
         ValueError: If either part would be empty.

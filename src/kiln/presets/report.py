@@ -1,4 +1,4 @@
-"""The auto preset's console report: PytorchTrainer's line per epoch, and how the run ended.
+"""The auto preset's console report: one line per epoch, and how the run ended.
 
 Such as::
 
@@ -8,6 +8,8 @@ Such as::
 What lives here: `Report`, a callback that reads the epoch's logs and the early-stopping
 countdown. What does not: deciding anything (`EarlyStopping`, `RestartOnPlateau` print their own
 restarts), kiln's generic progress bar (`kiln.callbacks.ProgressBar`).
+
+Compatibility: PytorchTrainer's report lines, word for word.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def report_line(name: str, device: Any, seconds: float, logs: dict[str, Any], no
 
 
 class Report(Callback):
-    """Print PytorchTrainer's report line after each epoch, and why the run ended.
+    """Print a report line after each epoch, and why the run ended.
 
     The note at the end of a line is "Got improvement" when the `EarlyStopping` among the
     trainer's callbacks saw one, else its countdown ("N epochs till early stop"). Put it after

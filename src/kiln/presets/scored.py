@@ -1,15 +1,15 @@
-"""Training on a scaled loss while logging the unscaled one: the criterion step and the score.
+"""Training on a scaled loss while logging the unscaled one: the criterion trainer and the score.
 
-A PytorchTrainer criterion has two faces: `criterion(output, target, weights)` is the scaled
-loss that backpropagation minimises, and `criterion(..., unscaled=True)` the loss in the
-targets' own units, which says how good the predictions are. Kiln logs both, each under its own
-name, so that nothing logged changes meaning:
+A scaled criterion (such as `kiln.losses.MixedCriterion`) has two faces:
+`criterion(output, target, weights)` is the scaled loss that backpropagation minimises, and
+`criterion(..., unscaled=True)` the loss in the targets' own units, which says how good the
+predictions are. Kiln logs both, each under its own name, so that nothing logged changes meaning:
 
 - `loss` / `val_loss`: the scaled loss, what the optimizer minimises (as for any kiln loss);
 - `unscaled_loss` / `val_unscaled_loss`: the unscaled loss, sample-weighted over the epoch;
-- `score` / `val_score`: its square root, PytorchTrainer's epoch score (an RMSE for regression
-  columns; lower is better), which the auto preset's early stopping, LR decay, restarts, best
-  file and best-N averaging watch.
+- `score` / `val_score`: its square root, the epoch's score (an RMSE for regression columns;
+  lower is better), which the auto preset's early stopping, LR decay, restarts, best file and
+  best-N averaging watch.
 
 What lives here: `CriterionTrainer`, a `kiln.Trainer` whose step method logs the unscaled loss
 (the one place a subclass changes what happens to a batch: the loop is the same), and `Score`,
@@ -26,7 +26,7 @@ import torch
 
 from kiln.callbacks.base import Callback
 from kiln.data.batch import batch_size_of, call_model, split_batch
-from kiln.loop.batch_step import StepOutput, StepResult
+from kiln.loop.step_methods import StepOutput, StepResult
 from kiln.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -63,11 +63,11 @@ def scaled_and_unscaled(
 
 
 class CriterionTrainer(Trainer):
-    """A `kiln.Trainer` for PytorchTrainer criteria: backprop on the scaled loss, log both.
+    """A `kiln.Trainer` for scaled criteria: backprop on the scaled loss, log both.
 
     The loss must be a criterion object called `criterion(output, target, weights=None,
     unscaled=False)` with a `postproc(pred)` (`kiln.losses.MixedCriterion`, or one's own).
-    Each step logs `unscaled_loss` beside the `loss`; add the `Score` callback for `score`.
+    Each batch logs `unscaled_loss` beside the `loss`; add the `Score` callback for `score`.
     Everything else (the loop, batches `(x, y)` / `(x, w, y)`, callbacks, `predict` with
     `postproc`) is the `Trainer`'s.
 
@@ -85,8 +85,9 @@ class CriterionTrainer(Trainer):
     """
 
     def training_step(self, batch: Any, batch_idx: int) -> StepResult:
-        """The supervised step, logging the criterion's unscaled loss as `unscaled_loss`."""
-        if self._model_steps["training_step"] is not None or self.loss is None:
+        """The supervised step method, logging the criterion's unscaled loss as `unscaled_loss`."""
+        # A model with its own `training_step` keeps it (a few microseconds a batch, here).
+        if callable(getattr(self.model, "training_step", None)) or self.loss is None:
             return super().training_step(batch, batch_idx)
         inputs, weight, target = split_batch(batch)
         output = call_model(self.model, inputs)
@@ -96,7 +97,7 @@ class CriterionTrainer(Trainer):
 
 
 class Score(Callback):
-    """Log `score = sqrt(unscaled_loss)` and `val_score` after each pass (PytorchTrainer's).
+    """Log `score = sqrt(unscaled_loss)` and `val_score` after each pass.
 
     The square root is taken of the epoch's sample-weighted mean (over every `repeat_train` /
     `repeat_val` pass), not averaged over batches. Stateless: nothing to resume.
@@ -111,7 +112,7 @@ class Score(Callback):
     """
 
     def added_logs(self, keys: set[str]) -> set[str]:
-        """The names this callback adds to the logs, given those the steps log."""
+        """The names this callback adds to the logs, given those the step methods log."""
         added = {SCORE} if UNSCALED in keys else set()
         return added | ({f"val_{SCORE}"} if f"val_{UNSCALED}" in keys else set())
 

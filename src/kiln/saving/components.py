@@ -4,7 +4,7 @@ What lives here: `describe_loss`, `describe_optimizer` and `describe_metrics`, w
 `trainer.save` can record by name (a loss or metric name, a torch loss class with its options, an
 optimizer class with its parameter groups), and `rebuild_components`, which turns such records
 back into `Trainer` arguments, or says which of them `kiln.load` must be given instead. What
-does not: the model (`rebuild.py`) and files (`saving.py`).
+does not: the model (`recipe.py`) and files (`trainer_file.py`).
 
 Anything that is not recorded by name (a loss function, a metric object of one's own) leaves
 a record with a `"problem"`, and `kiln.load` then needs that argument passed explicitly.
@@ -12,6 +12,7 @@ a record with a `"problem"`, and `kiln.load` then needs that argument passed exp
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kiln.checkpoint.files import CheckpointError
 from kiln.losses import LOSS_NAMES, LossFunction
 from kiln.metrics import metric_spec
 from kiln.optim.lookahead import Lookahead
@@ -147,24 +149,53 @@ def describe_metrics(
     return records
 
 
+def _str_keys(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+
+
+def _names(groups: Any) -> bool:
+    return isinstance(groups, list) and all(
+        isinstance(group, list) and all(isinstance(name, str) for name in group) for group in groups
+    )
+
+
+def _wrapping(record: dict[str, Any]) -> bool:
+    wrapping = record.get("lookahead")
+    return wrapping is None or (
+        isinstance(wrapping, dict)
+        and all(type(wrapping.get(key)) in (int, float) for key in ("k", "alpha"))
+    )
+
+
+#: What each kind of record holds, as `describe_loss` and `describe_optimizer` write it.
+_RECORD_CHECKS: dict[str, Any] = {
+    "none": lambda record: True,
+    "name": lambda record: isinstance(record.get("name"), str),
+    "torch": lambda record: (
+        isinstance(record.get("class"), str) and _str_keys(record.get("arguments"))
+    ),
+    "class": lambda record: (
+        isinstance(record.get("target"), str)
+        and _names(record.get("groups"))
+        and _str_keys(record.get("defaults"))
+        and _wrapping(record)
+    ),
+    "custom": lambda record: isinstance(record.get("problem"), str),
+}
+
+
 def check_records(records: Any, source: str) -> dict[str, Any]:
     """Return the loss, optimizer and metrics records read from `source`, once checked.
 
     Raises:
-        ValueError: If they do not have the shape the `describe_*` functions write.
+        CheckpointError: If they do not have the shape the `describe_*` functions write (a
+            damaged file, or one not written by kiln).
     """
     loss, optimizer, metrics = (records.get(key) for key in ("loss", "optimizer", "metrics"))
-    expected_keys = {
-        "none": set(),
-        "name": {"name"},
-        "torch": {"class", "arguments"},
-        "class": {"target", "groups", "defaults"},
-        "custom": {"problem"},
-    }
 
     def valid(record: Any, kinds: tuple[str, ...]) -> bool:
         kind = record.get("kind") if isinstance(record, dict) else None
-        return kind in kinds and expected_keys[kind] <= set(record)
+        return kind in kinds and bool(_RECORD_CHECKS[kind](record))
 
     entries_valid = isinstance(metrics, list) and all(
         isinstance(entry, dict)
@@ -177,10 +208,11 @@ def check_records(records: Any, source: str) -> dict[str, Any]:
         and valid(optimizer, ("none", "class", "custom"))
         and entries_valid
     ):
-        raise ValueError(
+        raise CheckpointError(
+            errno.EINVAL,
             f"The loss, optimizer or metrics recorded in {source} are damaged or were not "
             f"written by kiln (received {records!r:.300}). Pass them: kiln.load(path, loss=..., "
-            "optimizer=..., metrics=...)."
+            "optimizer=..., metrics=...).",
         )
     return {"loss": loss, "optimizer": optimizer, "metrics": metrics}
 
@@ -190,17 +222,21 @@ def rebuild_components(
     model: nn.Module,
     given: dict[str, Any],
     source: str,
+    classes: tuple[type, ...] = (),
 ) -> dict[str, Any]:
     """Return the `loss`, `optimizer` and `metrics` arguments of the trainer that `load` builds.
 
-    Each one given (not `None`) wins over its record. A recorded optimizer comes back as a
-    callable that builds it over the model's parameters, once the trainer has moved them.
+    Each one given (not `None`) wins over its record, which is then not even looked at. A
+    recorded optimizer comes back as a callable that builds it over the model's parameters,
+    once the trainer has moved them; its class is found as the model's is (`find_class`:
+    imported already, or in `classes`; a file never causes an import).
 
     Args:
         records: The saved `"loss"`, `"optimizer"` and `"metrics"` records.
         model: The rebuilt model.
         given: The `loss`, `optimizer` and `metrics` passed to `kiln.load`.
         source: The file, for messages.
+        classes: Classes the caller allows the file to name (`kiln.load(..., classes=...)`).
 
     Raises:
         ValueError: If something was not recorded by name and not given: the message lists
@@ -212,7 +248,7 @@ def rebuild_components(
         result["loss"], problem = _loss_from(records["loss"], source)
         missing += [f"loss=... ({problem})"] if problem else []
     if given["optimizer"] is None:
-        result["optimizer"], problem = _optimizer_from(records["optimizer"], model, source)
+        result["optimizer"], problem = _optimizer_from(records["optimizer"], model, source, classes)
         missing += [f"optimizer=... ({problem})"] if problem else []
     if given["metrics"] is None:
         entries = records["metrics"]
@@ -235,19 +271,21 @@ def _loss_from(record: dict[str, Any], source: str) -> tuple[Any, str | None]:
     if record["kind"] == "name":
         return str(record["name"]), None
     if record["kind"] == "torch":
-        cls = find_class(f"torch.nn:{record['class']}", nn.modules.loss._Loss, source, "loss=")
+        target, instead = f"torch.nn:{record['class']}", "kiln.load(path, loss=...)"
+        cls = find_class(target, nn.modules.loss._Loss, source, instead)
         return cls(**record["arguments"]), None
     return None, str(record["problem"])
 
 
 def _optimizer_from(
-    record: dict[str, Any], model: nn.Module, source: str
+    record: dict[str, Any], model: nn.Module, source: str, classes: tuple[type, ...]
 ) -> tuple[Any, str | None]:
     if record["kind"] == "none":
         return None, None
     if record["kind"] != "class":
         return None, str(record["problem"])
-    cls = find_class(record["target"], torch.optim.Optimizer, source, "optimizer=")
+    instead = "kiln.load(path, optimizer=...)"
+    cls = find_class(record["target"], torch.optim.Optimizer, source, instead, classes)
     build = functools.partial(_build_optimizer, cls, record, model, source)
     wrapping = record.get("lookahead")
     if isinstance(wrapping, dict):

@@ -2,7 +2,7 @@
 
 What lives here: `export_weights`, which picks the format by the file's suffix, and
 `read_safetensors`, which `kiln.load` uses to read such a file back with its recipe. What does
-not: saving a whole trainer (`saving.py`), or files of weights written during training
+not: saving a whole trainer (`trainer_file.py`), or files of weights written during training
 (`checkpoint/weights.py`).
 """
 
@@ -110,8 +110,9 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], Any]:
     """Return the weights of a safetensors file and the recipe in its metadata, if any.
 
     Raises:
-        CheckpointError: If there is no file at `path`.
-        ValueError: If it is not a safetensors file, or its recipe is not valid JSON.
+        CheckpointError: If there is no file at `path`, or a directory, or it is not a
+            safetensors file (empty, truncated, damaged), or its recipe is not valid JSON; the
+            message names the file.
 
     Example:
         >>> import tempfile, kiln
@@ -128,21 +129,31 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], Any]:
             "Loading a .safetensors file needs the safetensors package: `pip install "
             "safetensors` (or `pip install kiln[safetensors]`)."
         ) from error
+    if path.is_dir():
+        raise CheckpointError(
+            errno.EISDIR, f"{path} is a directory, where a .safetensors file was expected."
+        )
     if not path.is_file():
         raise CheckpointError(errno.ENOENT, f"No weights file at {path}.")
     try:
+        # safetensors checks the header's sizes and offsets against the file before reading.
         with safe_open(str(path), framework="pt") as file:
             metadata = file.metadata() or {}
         weights = load_file(str(path), device="cpu")
-    except SafetensorError as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({error}).") from error
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            errno.EINVAL,
+            f"{path} is damaged or is not a safetensors file ({error}): it may have been cut "
+            "short or overwritten. Export it again, or load an intact copy.",
+        ) from error
     text = metadata.get("kiln_recipe")
     try:
         recipe = None if text is None else json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(
-            f"The model recipe in the metadata of {path} is not valid JSON ({error}). Pass "
-            "the model: kiln.load(path, model=...)."
+        raise CheckpointError(
+            errno.EINVAL,
+            f"The model recipe in the metadata of {path} is not valid JSON ({error}): the file "
+            "is damaged. Pass the model: kiln.load(path, model=...).",
         ) from error
     return weights, recipe
 

@@ -1,6 +1,6 @@
-"""The step options a saved trainer records, and how `kiln.load` chooses them again.
+"""The loop options a saved trainer records, and how `kiln.load` chooses them again.
 
-`save_trainer` records how each optimizer step was made: the `StepOptions` that change what a
+`save_trainer` records how each optimizer step was made: the `LoopOptions` that change what a
 run computes (precision, accumulation, clipping, non-finite losses), under the key `"step"`, as
 plain data. `load` gives the new trainer those options; each one passed to `load` wins (`None`
 included: `clip_norm=None` turns recorded clipping off). A file without the record (a save from
@@ -15,18 +15,18 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from kiln.options import StepOptions
+from kiln.options import LoopOptions
 
-__all__ = ["RECORDED", "STEP_OPTIONS", "Recorded", "step_arguments", "step_record"]
+__all__ = ["RECORDED", "RECORDED_OPTIONS", "Recorded", "recorded_options", "options_record"]
 
-#: The step options a saved trainer records, by their `Trainer(...)` names.
-STEP_OPTIONS = ("precision", "accumulate", "clip_norm", "clip_value", "nonfinite")
+#: The loop options a saved trainer records, by their `Trainer(...)` names.
+RECORDED_OPTIONS = ("precision", "accumulate", "clip_norm", "clip_value", "nonfinite")
 #: One choice in two options: passing either replaces the recorded clipping as a whole.
 _CLIPPING = ("clip_norm", "clip_value")
 
 
 class Recorded(enum.Enum):
-    """The type of `RECORDED`, the default of `kiln.load`'s step options."""
+    """The type of `RECORDED`, a loop option `kiln.load` was not given."""
 
     RECORDED = "recorded"
 
@@ -38,19 +38,19 @@ class Recorded(enum.Enum):
 RECORDED = Recorded.RECORDED
 
 
-def step_record(options: StepOptions) -> dict[str, Any]:
+def options_record(options: LoopOptions) -> dict[str, Any]:
     """Return `options` as the plain data `save_trainer` writes under `"step"`.
 
     Example:
-        >>> record = step_record(StepOptions(precision="bfloat16", accumulate=4, clip_norm=1.0))
+        >>> record = options_record(LoopOptions(precision="bfloat16", accumulate=4, clip_norm=1.0))
         >>> record["precision"], record["accumulate"], record["clip_norm"], record["clip_value"]
         ('bf16', 4, 1.0, None)
     """
-    return {name: getattr(options, name) for name in STEP_OPTIONS}
+    return {name: getattr(options, name) for name in RECORDED_OPTIONS}
 
 
-def step_arguments(record: Any, given: dict[str, Any], source: str) -> dict[str, Any]:
-    """Return the step options of the trainer `load` builds: passed, else recorded.
+def recorded_options(record: Any, given: dict[str, Any], source: str) -> dict[str, Any]:
+    """Return the loop options of the trainer `load` builds: passed, else recorded.
 
     An option passed (anything but `RECORDED`) wins over its record, `None` included. Clipping
     is one choice: passing `clip_norm` or `clip_value` replaces both recorded values. Options
@@ -58,7 +58,7 @@ def step_arguments(record: Any, given: dict[str, Any], source: str) -> dict[str,
 
     Args:
         record: The file's `"step"` entry; None for a file without one.
-        given: The step options passed to `kiln.load`, `RECORDED` where not passed.
+        given: The loop options passed to `kiln.load`, `RECORDED` where not passed.
         source: The file, for messages.
 
     Raises:
@@ -67,9 +67,9 @@ def step_arguments(record: Any, given: dict[str, Any], source: str) -> dict[str,
             argument that overrides the value.
 
     Example:
-        >>> given = dict.fromkeys(STEP_OPTIONS, RECORDED) | {"clip_value": 0.5}
-        >>> record = step_record(StepOptions(accumulate=4, clip_norm=1.0))
-        >>> step_arguments(record, given, "run.kiln")
+        >>> given = dict.fromkeys(RECORDED_OPTIONS, RECORDED) | {"clip_value": 0.5}
+        >>> record = options_record(LoopOptions(accumulate=4, clip_norm=1.0))
+        >>> recorded_options(record, given, "run.kiln")
         {'precision': '32', 'accumulate': 4, 'nonfinite': 'raise', 'clip_value': 0.5}
     """
     passed = {name: value for name, value in given.items() if value is not RECORDED}
@@ -93,9 +93,9 @@ def _checked(record: Any, source: str) -> dict[str, Any]:
     if record is None:
         return {}
     names = set(map(str, record)) if isinstance(record, dict) else set()
-    if not isinstance(record, dict) or names != set(STEP_OPTIONS):
+    if not isinstance(record, dict) or names != set(RECORDED_OPTIONS):
         received = sorted(names) if isinstance(record, dict) else type(record).__name__
-        unknown = sorted(names - set(STEP_OPTIONS))
+        unknown = sorted(names - set(RECORDED_OPTIONS))
         hint = (
             f"It names options this kiln does not know ({', '.join(unknown)}): load it with the "
             "kiln version that wrote it."
@@ -103,18 +103,18 @@ def _checked(record: Any, source: str) -> dict[str, Any]:
             else "Write it again with trainer.save(path)."
         )
         raise ValueError(
-            f"The step options recorded in {source} are damaged or were not written by kiln: "
-            f"expected a dict of {', '.join(STEP_OPTIONS)}; received {received}. {hint}"
+            f"The loop options recorded in {source} are damaged or were not written by kiln: "
+            f"expected a dict of {', '.join(RECORDED_OPTIONS)}; received {received}. {hint}"
         )
     return dict(record)
 
 
 def _check_value(name: str, value: Any, source: str) -> None:
-    """Raise a `ValueError` naming `source` if `StepOptions` refuses the recorded `value`."""
+    """Raise a `ValueError` naming `source` if `LoopOptions` refuses the recorded `value`."""
     try:
-        StepOptions(**{name: value})
+        LoopOptions(**{name: value})
     except (TypeError, ValueError) as error:
         raise ValueError(
-            f"{source} records the step option {name}={value!r}, which this kiln cannot use "
+            f"{source} records the loop option {name}={value!r}, which this kiln cannot use "
             f"({error}). Choose it when loading: kiln.load(path, {name}=...)."
         ) from error

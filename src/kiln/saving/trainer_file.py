@@ -1,24 +1,23 @@
 """Saving a trainer to one self-contained file, and loading a trainer back from files.
 
 `save_trainer` writes, atomically and as tensors and plain data only: a format marker, the kiln
-version and date, the model's recipe (`rebuild.py`), the loss, optimizer and metrics by name
-(`components.py`), the step options (`saving_steps.py`) and the trainer's whole state (model,
-optimizer state, counters, history). `load` rebuilds a `Trainer` from such a file, ready to
-`predict`, `evaluate` or `fit` further (the epoch count, the optimizer's state and how each
-step is made carry on); it also reads a run's `last.ckpt`, a plain `state_dict` and a
-`.safetensors` export (`export.py` writes those; `export_weights` is re-exported here).
+version and date, the model's recipe (`recipe.py`), the loss, optimizer and metrics by name
+(`components.py`), the loop options (`options_record.py`) and `trainer.state_dict()`.
+`read_for_load` reads such a file (or a run's `last.ckpt`, a plain `state_dict`, a
+`.safetensors` export) into what `kiln.load` (in `trainer.py`) builds a trainer from, and
+`restore_run` gives that trainer the saved optimizer state, counters and history.
 
-What does not live here: reading files without running code (`checkpoint/files.py`), a
-trainer's state and loading weights with clear errors (`checkpoint/run.py`). Callback states
-and random generators are not restored by `load`: it continues training, not the same run
-(`fit(resume=True)` does that).
+What does not live here: reading files without running code (`checkpoint/files.py`), and
+loading weights with clear errors (`checkpoint/run.py`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from kiln.checkpoint import run
-from kiln.checkpoint.files import atomic_save, safe_load
+from kiln.checkpoint.files import CheckpointError, atomic_save, safe_load
 from kiln.optim.lookahead import Lookahead
 from kiln.saving.components import (
     check_records,
@@ -38,8 +37,15 @@ from kiln.saving.components import (
     rebuild_components,
 )
 from kiln.saving.export import WEIGHT_SUFFIXES, export_weights, read_safetensors
-from kiln.saving.options_record import RECORDED, Recorded, step_arguments, step_record
-from kiln.saving.recipe import check_recipe, import_path, rebuild_model, recipe_of
+from kiln.saving.options_record import RECORDED, RECORDED_OPTIONS, options_record, recorded_options
+from kiln.saving.recipe import (
+    allowed_classes,
+    build_to_fit,
+    check_recipe,
+    import_path,
+    rebuild_model,
+    recipe_of,
+)
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -49,14 +55,15 @@ __all__ = [
     "SAVE_FORMAT",
     "WEIGHT_SUFFIXES",
     "export_weights",
-    "load",
+    "read_for_load",
+    "restore_run",
     "save_trainer",
 ]
 
 #: The value of the `"kiln"` key that marks a file written by `save_trainer`.
 SAVED_TRAINER = "saved trainer"
 #: Bumped when the layout of a saved trainer changes incompatibly. Not for a key a reader may
-#: miss: the step options (`"step"`) came in format 1, and a file without them loads with the
+#: miss: the loop options (`"step"`) came in format 1, and a file without them loads with the
 #: `Trainer` defaults, as it did before.
 SAVE_FORMAT = 1
 
@@ -75,7 +82,7 @@ def save_trainer(
     """Write `trainer` to one self-contained file, atomically; `kiln.load` reads it back.
 
     The file holds the model's recipe and weights, the loss, optimizer and metrics by name, the
-    step options (`precision`, `accumulate`, `clip_norm`, `clip_value`, `nonfinite`; not
+    loop options (`precision`, `accumulate`, `clip_norm`, `clip_value`, `nonfinite`; not
     `compile`), the optimizer's state, the counters and the history: tensors and plain data.
 
     Args:
@@ -111,124 +118,71 @@ def save_trainer(
         "loss": describe_loss(loss),
         "optimizer": describe_optimizer(trainer.optimizer, trainer.model),
         "metrics": describe_metrics(trainer.metrics, **flags),
-        "step": step_record(trainer._steps.options),
-        "trainer": run.trainer_state(trainer),
+        "step": options_record(trainer.options),
+        "trainer": trainer.state_dict(),
     }
     if full_state is not None:
         contents["trainer"].update(model=full_state[0], optimizer=full_state[1])
     return atomic_save(contents, path)
 
 
-def load(
+@dataclass(frozen=True)
+class LoadPlan:
+    """What `kiln.load` builds a trainer from: read, checked, and not yet a trainer."""
+
+    model: nn.Module
+    arguments: dict[str, Any]
+    state: dict[str, Any] | None
+    saved_optimizer: str | None
+    source: str
+
+
+def read_for_load(
     path: str | os.PathLike[str],
-    *,
-    model: nn.Module | None = None,
-    builder: Callable[..., nn.Module] | None = None,
-    loss: Any = None,
-    optimizer: Any = None,
-    metrics: Any = None,
-    callbacks: Iterable[Any] | None = None,
-    device: str | int | bool | torch.device | None = "auto",
-    dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-    precision: str | Recorded = RECORDED,
-    accumulate: int | Recorded = RECORDED,
-    clip_norm: float | None | Recorded = RECORDED,
-    clip_value: float | None | Recorded = RECORDED,
-    nonfinite: str | Recorded = RECORDED,
-) -> Trainer:
-    """Return a `Trainer` rebuilt from a file, ready to `predict`, `evaluate` or `fit` further.
+    model: nn.Module | None,
+    builder: Callable[..., nn.Module] | None,
+    overrides: dict[str, Any],
+    classes: Any = (),
+) -> LoadPlan:
+    """Read a file for `kiln.load`: the model with its weights, and the trainer's arguments.
 
-    The model comes from `model=` when given, else from `builder=` called with the recorded
-    arguments, else from the recorded class (which must be a `torch.nn.Module` subclass; a
-    builder function is never called from a name in the file). A file from `trainer.save`
-    also brings back the loss, optimizer and metrics recorded by name (each given argument
-    wins), the optimizer's state, the counters and the history, so `fit` continues the epoch
-    count, and the step options, so each step is made as before. Other files give weights
-    only: a run's `last.ckpt` (with its optimizer state, counters and history), a plain
-    `state_dict` (`.pt`) or a `.safetensors` export; the trainer then has exactly the loss,
-    optimizer, metrics and step options passed here (`Trainer`'s defaults for the others).
-
-    The step options (`precision`, `accumulate`, `clip_norm`, `clip_value`, `nonfinite`) left
-    at `RECORDED` keep the file's values; any value passed wins, `None` included:
-    `clip_norm=None` turns recorded clipping off. Clipping is one choice: passing `clip_norm`
-    or `clip_value` replaces both recorded values.
-
-    Args:
-        path: The file.
-        model: A model to load the weights into, built as the saved one was.
-        builder: The function that built the model, called with the recorded arguments.
-        loss: The loss, when it was not recorded by name (or to replace it).
-        optimizer: The optimizer. Its saved state is restored when it is of the saved class
-            over parameter groups of the same sizes; otherwise it starts fresh.
-        metrics: The metrics, when they were not recorded by name (or to replace them).
-        callbacks: The callbacks of the new trainer (their saved states are not restored).
-        device: Where to put the model, as for `Trainer`.
-        dir: The new trainer's experiment directory, as for `Trainer`.
-        progress: Add a progress bar, as for `Trainer`.
-        precision: As for `Trainer`; default: as recorded (a recorded `"fp16"` loaded off
-            CUDA, where it cannot run, becomes `"32"` with a warning).
-        accumulate: As for `Trainer`; default: as recorded.
-        clip_norm: As for `Trainer` (`None`: no clipping by norm); default: as recorded.
-        clip_value: As for `Trainer` (`None`: no clipping by value); default: as recorded.
-        nonfinite: As for `Trainer`; default: as recorded.
-
-    Raises:
-        ValueError: If the model cannot be rebuilt, its weights come from another architecture
-            (the message names the keys and shapes), something not recorded by name is not
-            given, a recorded step option is damaged or unknown (and not passed), or the file
-            is not one kiln reads; each message names the file and says what to pass.
-        CheckpointError: If the file is missing or holds anything but tensors and plain data.
-
-    Example:
-        >>> import tempfile, torch, kiln
-        >>> X, Y = torch.randn(32, 4), torch.randint(0, 3, (32,))
-        >>> trainer = kiln.Trainer(kiln.MLP(4, [8], 3), loss="cross_entropy", device="cpu",
-        ...                        progress=False, accumulate=2, clip_norm=1.0)
-        >>> _ = trainer.fit((X, Y), epochs=2)
-        >>> path = save_trainer(trainer, tempfile.mkdtemp() + "/run.kiln")
-        >>> loaded = kiln.load(path, device="cpu", progress=False)
-        >>> torch.equal(loaded.predict(X), trainer.predict(X))
-        True
-        >>> len(loaded.fit((X, Y), epochs=1))
-        3
-        >>> # accumulate=2 as recorded, and no clipping from here on:
-        >>> unclipped = kiln.load(path, device="cpu", progress=False, clip_norm=None)
+    `overrides` are the `Trainer` keywords passed to `kiln.load`; those not passed come from
+    the file's records. `classes` are the classes the file may name besides those imported
+    already (nothing is imported because a file names it). See `kiln.load` for the whole
+    behaviour.
     """
+    allowed = allowed_classes(classes)
     path = Path(path)
     source = str(path)
-    given = {"loss": loss, "optimizer": optimizer, "metrics": metrics}
+    overrides = dict(overrides)
+    given = {name: overrides.pop(name, None) for name in ("loss", "optimizer", "metrics")}
+    given_options = {name: overrides.pop(name, RECORDED) for name in RECORDED_OPTIONS}
     if path.suffix.lower() == ".safetensors":
         weights, recipe = read_safetensors(path)
         contents: dict[str, Any] = {"recipe": recipe}
     else:
         contents = _read_kiln_file(path)
         weights = contents["trainer"]["model"] if "trainer" in contents else contents["weights"]
-    given_steps = {
-        "precision": precision,
-        "accumulate": accumulate,
-        "clip_norm": clip_norm,
-        "clip_value": clip_value,
-        "nonfinite": nonfinite,
-    }
-    steps = step_arguments(contents.get("step"), given_steps, source)  # checked before building
-    net = model if model is not None else _rebuild(contents.get("recipe"), builder, source)
+    # Checked before anything is built.
+    options = recorded_options(contents.get("step"), given_options, source)
+    if overrides.get("options") is not None:
+        options = {}  # a whole `LoopOptions` passed wins over every record
+    if model is None:  # first on the meta device: the recipe's shapes against the weights'
+        net = _rebuild(contents.get("recipe"), builder, source, allowed, weights)
+    else:  # what the caller passes is never second-guessed by a record
+        net = model
     if not isinstance(net, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; received {type(net).__name__}.")
     run.load_model_state(net, weights, source)
     records = contents.get("records")
-    arguments = given if records is None else rebuild_components(records, net, given, source)
-    from kiln.trainer import Trainer  # here: trainer.py imports this module for Trainer.save
-
-    if precision is RECORDED and steps.get("precision") == "fp16":
-        steps["precision"] = _recorded_fp16(device, source)
-    trainer = Trainer(
-        net, callbacks=callbacks, device=device, dir=dir, progress=progress, **arguments, **steps
+    arguments = (
+        given if records is None else rebuild_components(records, net, given, source, allowed)
     )
-    if "trainer" in contents:
-        saved_class = None if records is None else records["optimizer"].get("target")
-        _restore_run(trainer, contents["trainer"], saved_class, source)
-    return trainer
+    if given_options["precision"] is RECORDED and options.get("precision") == "fp16":
+        options["precision"] = _recorded_fp16(overrides.get("device", "auto"), source)
+    saved_class = None if records is None else records["optimizer"].get("target")
+    state = contents.get("trainer")
+    return LoadPlan(net, {**overrides, **arguments, **options}, state, saved_class, source)
 
 
 def _recorded_fp16(device: str | int | bool | torch.device | None, source: str) -> str:
@@ -237,7 +191,7 @@ def _recorded_fp16(device: str | int | bool | torch.device | None, source: str) 
     A run trained in fp16 on a GPU is often loaded on a laptop to predict; refusing the file
     there would help no one, and float16 autocast does not run off CUDA.
     """
-    from kiln.devices import resolve_device  # noqa: PLC0415  (light, but only needed here)
+    from kiln.devices import resolve_device
 
     placed = resolve_device(device)
     if placed.type == "cuda":
@@ -250,15 +204,22 @@ def _recorded_fp16(device: str | int | bool | torch.device | None, source: str) 
     return "32"
 
 
-def _rebuild(recipe: Any, builder: Callable[..., nn.Module] | None, source: str) -> nn.Module:
+def _rebuild(
+    recipe: Any,
+    builder: Callable[..., nn.Module] | None,
+    source: str,
+    classes: tuple[type, ...],
+    weights: dict[str, Any],
+) -> nn.Module:
     if recipe is None:
         if builder is not None:
-            return builder()
+            return build_to_fit(builder, weights, source)
         raise ValueError(
             f"{source} holds weights but no record of how the model was built. Pass the model: "
             "kiln.load(path, model=...), built as the saved one was."
         )
-    return rebuild_model(check_recipe(recipe, source), builder, source)
+    checked = check_recipe(recipe, source)
+    return rebuild_model(checked, builder, source, classes=classes, weights=weights)
 
 
 def _read_kiln_file(path: Path) -> dict[str, Any]:
@@ -273,18 +234,29 @@ def _read_kiln_file(path: Path) -> dict[str, Any]:
             )
         records = check_records(contents, str(path))
         state = _check_trainer_state(contents.get("trainer"), path)
-        recipe, step = contents.get("recipe"), contents.get("step")  # no step: an older save
-        return {"recipe": recipe, "records": records, "step": step, "trainer": state}
+        # The loop options are kept under "step"; a save from before them has none.
+        recipe, options = contents.get("recipe"), contents.get("step")
+        return {"recipe": recipe, "records": records, "step": options, "trainer": state}
     if isinstance(contents, dict) and {"format", "model", "optimizer", "state"} <= set(contents):
         return {"trainer": _check_trainer_state(contents, path)}  # a run's last.ckpt
     if isinstance(contents, dict) and isinstance(contents.get("model"), dict):
-        return {"weights": contents["model"]}  # a weights record, as Checkpoint writes
-    if isinstance(contents, dict) and all(isinstance(v, torch.Tensor) for v in contents.values()):
-        return {"weights": contents}
-    raise ValueError(
-        f"{path} holds a {type(contents).__name__} that kiln does not recognise. Expected a "
-        "file from trainer.save, a run checkpoint (last.ckpt), or a state_dict (a dict of "
-        "tensors, as torch.save(model.state_dict(), path) writes)."
+        weights = contents["model"]  # a weights record, as Checkpoint writes
+    else:
+        weights = contents
+    if isinstance(weights, dict) and all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
+    ):
+        return {"weights": weights}
+    if isinstance(contents, dict):
+        kinds = sorted({type(value).__name__ for value in weights.values()})
+        received = f"a dict of {', '.join(kinds)} (keys {', '.join(map(repr, list(weights)[:5]))})"
+    else:
+        received = f"a {type(contents).__name__}"
+    raise CheckpointError(
+        errno.EINVAL,
+        f"{path} holds {received}, which kiln does not recognise. Expected a file from "
+        "trainer.save, a run checkpoint (last.ckpt), or a state_dict (a dict of tensors by "
+        "name, as torch.save(model.state_dict(), path) writes).",
     )
 
 
@@ -302,35 +274,25 @@ def _state_fits(optimizer: torch.optim.Optimizer, state: Any, saved_class: str |
 
 
 def _check_trainer_state(state: Any, path: Path) -> dict[str, Any]:
-    parts = {"model": dict, "state": dict, "history": dict}
-    if not (
-        isinstance(state, dict)
-        and all(isinstance(state.get(key), kind) for key, kind in parts.items())
-    ):
-        received = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
-            f"The trainer state in {path} is damaged or was not written by kiln: expected a "
-            f"dict with the dicts 'model', 'state' and 'history'; received {received}. Write "
-            "it again with trainer.save(path)."
+    """Check every part of a trainer's state (`run.check_format`), before anything is built."""
+    run.check_format(state, str(path))
+    if "model" not in state:
+        raise CheckpointError(
+            errno.EINVAL,
+            f"The trainer state in {path} is damaged or was not written by kiln: it has no "
+            "'model' (the weights). Write it again with trainer.save(path).",
         )
-    return state
+    return dict(state)
 
 
-def _restore_run(
+def restore_run(
     trainer: Trainer, state: dict[str, Any], saved_optimizer: str | None, source: str
 ) -> None:
-    """Restore the optimizer's state, the counters and the history, so `fit` continues."""
-    if state.get("format") != run.FORMAT:
-        raise ValueError(
-            f"{source} holds a trainer state of format {state.get('format')!r}; this kiln "
-            f"reads format {run.FORMAT}. Load it with the kiln version that wrote it."
-        )
-    optimizer, optimizer_state = trainer.optimizer, state.get("optimizer")
-    fits = optimizer is not None and _state_fits(optimizer, optimizer_state, saved_optimizer)
-    if optimizer is not None and isinstance(optimizer_state, dict) and fits:
-        optimizer.load_state_dict(optimizer_state)
-        # The fp16 gradient scaler and a gradient group's sums, when the trainer has them.
-        trainer._steps.load_state_dict(state.get("optimizer_step"), optimizer)
-    trainer.state.load_state_dict(state["state"])
-    trainer.state.stop_reason = state["state"].get("stop_reason")
-    trainer.history.load_state_dict(state["history"])
+    """Restore the optimizer's state (when it fits), the counters and the history."""
+    optimizer = trainer.optimizer
+    fits = optimizer is not None and _state_fits(optimizer, state.get("optimizer"), saved_optimizer)
+    # The weights are in the model already.
+    rest = {key: value for key, value in state.items() if key != "model"}
+    if not fits or not isinstance(state.get("optimizer"), dict):
+        rest["optimizer"] = None
+    trainer.load_state_dict(rest, exact=False, source=source)

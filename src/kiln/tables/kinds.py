@@ -2,7 +2,7 @@
 
 What lives here: the rules (and their thresholds) that make a feature numeric or categorical
 and a target regression, binary or multiclass, and the statistics each kind needs, as the plain
-dicts `TableSpec` keeps. What does not: encoding values with them (`table_spec.py`).
+dicts `TableSpec` keeps. What does not: encoding values with them (`spec.py`).
 
 Feature kinds and their encoding:
 
@@ -17,9 +17,13 @@ Feature kinds and their encoding:
 
 Target kinds: **regression** (numbers with more than two distinct values, unless whole numbers
 with at most `MULTICLASS_MAX_INTEGERS` of them; standardised for training, unscaled on output),
-**binary** (exactly two distinct values of any kind, mapped to 0 and 1 in sorted order) and
+**binary** (exactly two distinct values of any kind, mapped to 0 and 1 in `label_order`) and
 **multiclass** (text with more than two labels, or few whole numbers: class indices for
 cross-entropy). A given kind (the command's `--kind col=categorical`) overrides these rules.
+
+Labels (a vocabulary, a target's classes) are `as_labels` texts in `label_order`: by value
+when all are numbers (2 before 10), else as text; encoding looks each label up by its text, so
+any saved order works.
 
 Example:
     >>> import numpy as np
@@ -38,7 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from kiln.tables.read import Table, TableError, as_labels, as_numbers, is_missing
+from kiln.tables.read import (
+    Table,
+    TableError,
+    as_labels,
+    as_numbers,
+    is_missing,
+    label_order,
+    shown,
+)
 
 #: Whole-number features with at most this many distinct values are categorical.
 CATEGORICAL_MAX_INTEGERS = 10
@@ -74,7 +86,7 @@ def numbers_of(table: Table, name: str) -> np.ndarray:
     if numbers is None:
         example = next(v for v in as_labels(table, name) if v is not None)
         raise TableError(
-            f"Column {name!r} of {table.source} holds text such as {example!r}, where numbers "
+            f"Column {name!r} of {table.source} holds text such as {shown(example)}, where numbers "
             "are expected (it held numbers in training, or was declared numeric)."
         )
     return np.asarray(numbers, dtype=np.float64)
@@ -101,8 +113,9 @@ def infer_feature(table: Table, name: str, kind: str | None) -> dict[str, Any]:
         present = numbers[~np.isnan(numbers)]
         distinct = np.unique(present)
         whole = bool(np.all(distinct == np.round(distinct)))
-        if not (whole and 0 < len(distinct) <= CATEGORICAL_MAX_INTEGERS):
-            kind = "numeric"
+        few = whole and 0 < len(distinct) <= CATEGORICAL_MAX_INTEGERS
+        if not (few and len(_distinct_labels(table, name)) <= CATEGORICAL_MAX_INTEGERS):
+            kind = "numeric"  # (integers beyond 2**53 can share a float: count their labels)
     if kind == "numeric" and numbers is not None:
         missing = np.isnan(numbers)
         mean = float(numbers[~missing].mean()) if (~missing).any() else 0.0
@@ -115,8 +128,7 @@ def infer_feature(table: Table, name: str, kind: str | None) -> dict[str, Any]:
             "std": std,
             "indicator": bool(missing.any()),
         }
-    labels = as_labels(table, name)
-    vocabulary = sorted({str(v) for v in np.unique(labels[~is_missing(labels)])})
+    vocabulary = _distinct_labels(table, name)
     slots = len(vocabulary) + 1
     column = {"name": name, "kind": "categorical", "vocabulary": vocabulary}
     if slots <= ONE_HOT_MAX:
@@ -142,10 +154,10 @@ def infer_target(table: Table, name: str, kind: str | None) -> dict[str, Any]:
             f"Target column {name!r} of {table.source} has no values: all {len(labels)} cells "
             "are missing. Choose another --target, or fill the column in."
         )
-    distinct = sorted({str(v) for v in np.unique(labels[present])})
+    distinct = label_order(labels[present])
     if len(distinct) == 1 and kind != "regression":
         raise TableError(
-            f"Target column {name!r} of {table.source} has the single value {distinct[0]!r} "
+            f"Target column {name!r} of {table.source} has the single value {shown(distinct[0])} "
             "in every row; there is nothing to learn. Choose another --target."
         )
     if kind is None:
@@ -172,6 +184,10 @@ def infer_target(table: Table, name: str, kind: str | None) -> dict[str, Any]:
             f"--kind {name}=binary: target column {name!r} has {len(distinct)} distinct values, "
             "where a binary target has 2; use multiclass."
         )
-    if numbers is not None:  # numeric labels in numeric order: 2 before 10
-        distinct.sort(key=float)
     return {"name": name, "kind": kind, "labels": distinct}
+
+
+def _distinct_labels(table: Table, name: str) -> list[str]:
+    """The distinct labels of column `name`, in `label_order`."""
+    labels = as_labels(table, name)
+    return label_order(labels[~is_missing(labels)])

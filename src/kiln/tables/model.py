@@ -2,8 +2,8 @@
 
 What lives here: `TableNet` (embeddings for wide categorical columns, then a `kiln.MLP`),
 `build_model` (a plain `kiln.MLP` when no column is embedded) and `build_loss` (the auto
-preset's `MixedCriterion` for the targets' kinds). What does not: the columns (`table_spec.py`),
-the training recipe and the run directory (`table_train.py`), metrics (`table_metrics.py`).
+preset's `MixedCriterion` for the targets' kinds). What does not: the columns (`spec.py`), the
+training recipe and the run directory (`train.py`), metrics (`metrics.py`).
 """
 
 from __future__ import annotations

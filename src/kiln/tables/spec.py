@@ -3,8 +3,8 @@
 What lives here: turning a `Table` into the network's inputs and targets (vectorised with
 NumPy) and its outputs back into the original label space, and reading and writing the spec as
 JSON. What does not: the rules that decide each column's kind and the statistics it needs
-(`table_kinds.py`, which describes the encodings), reading files (`tables.py`), the network
-(`table_model.py`) and training (`table_train.py`).
+(`kinds.py`, which describes the encodings), reading files (`read.py`), the network
+(`model.py`) and training (`train.py`).
 
 Example:
     >>> import numpy as np
@@ -23,15 +23,30 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kiln.tables.kinds import infer_feature, infer_target, numbers_of
-from kiln.tables.read import Table, TableError, as_labels, as_numbers, is_missing
+from kiln.tables.kinds import (
+    FEATURE_KINDS,
+    TARGET_KINDS,
+    infer_feature,
+    infer_target,
+    numbers_of,
+)
+from kiln.tables.read import (
+    Table,
+    TableError,
+    as_labels,
+    as_numbers,
+    is_missing,
+    label_order,
+    shown,
+)
 
 #: The version of the JSON layout written by `TableSpec.save`.
 SPEC_FORMAT = 1
@@ -167,26 +182,27 @@ class TableSpec:
     def encode_features(self, table: Table) -> np.ndarray:
         """Return the network's inputs for `table`: float32, dense inputs then embedding indices."""
         self.check_columns(table)
-        dense: list[np.ndarray] = []
-        indices: list[np.ndarray] = []
+        inputs = np.zeros((len(table), self.dense_width + len(self.embeddings)), np.float32)
+        at, embedded = 0, self.dense_width  # filled in place: one float32 copy of the inputs
         for column in self.features:
             name = column["name"]
             if column["kind"] == "numeric":
                 numbers = numbers_of(table, name)
                 missing = np.isnan(numbers)
-                dense.append(np.where(missing, 0.0, (numbers - column["mean"]) / column["std"]))
+                inputs[:, at] = np.where(missing, 0.0, (numbers - column["mean"]) / column["std"])
+                at += 1
                 if column["indicator"]:
-                    dense.append(missing.astype(np.float64))
+                    inputs[:, at] = missing
+                    at += 1
                 continue
             slots = _slots(as_labels(table, name), column["vocabulary"]) + 1  # unknown: 0
             if column["encoding"] == "onehot":
-                dense.extend(np.equal.outer(slots, np.arange(len(column["vocabulary"]) + 1)).T)
+                inputs[np.arange(len(slots)), at + slots] = 1.0
+                at += len(column["vocabulary"]) + 1
             else:
-                indices.append(slots.astype(np.float64))
-        inputs = dense + indices
-        if not inputs:
-            return np.zeros((len(table), 0), dtype=np.float32)
-        return np.stack(inputs, axis=1).astype(np.float32)
+                inputs[:, embedded] = slots
+                embedded += 1
+        return inputs
 
     def encode_targets(self, table: Table) -> np.ndarray:
         """Return the targets of `table`: float32 `(rows, targets)`, NaN where missing.
@@ -208,10 +224,13 @@ class TableSpec:
             present = ~is_missing(labels)
             unknown = present & (slots < 0)
             if unknown.any():
-                shown = ", ".join(map(repr, sorted(set(labels[unknown]))[:5]))
+                unseen = ", ".join(map(shown, label_order(labels[unknown])[:5]))
+                known = ", ".join(map(shown, column["labels"][:20]))
+                more = len(column["labels"]) - 20
+                known += f" and {more} more" if more > 0 else ""
                 raise TableError(
                     f"Target column {name!r} of {table.source} has labels not seen in training: "
-                    f"{shown}. The model knows: {', '.join(map(repr, column['labels']))}."
+                    f"{unseen}. The model knows: {known}."
                 )
             slots[~present] = np.nan
             encoded.append(slots)
@@ -261,13 +280,20 @@ class TableSpec:
         """Return the spec `data` (from `to_dict`) describes.
 
         Raises:
-            TableError: If `data` is not a spec of this format.
+            TableError: If `data` is not a spec of this format, or a column lacks what its
+                kind needs (the message names the column and the field).
         """
         if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise TableError(
                 f"{source} is not a table spec of format {SPEC_FORMAT} (found {found!r}); it "
                 "was written by another kiln version or is damaged. Train the model again."
+            )
+        problem = _spec_problem(data)
+        if problem is not None:
+            raise TableError(
+                f"{source} is damaged: {problem}. It was not written by `kiln fit` or was "
+                "edited since; train the model again."
             )
         return cls(list(data["features"]), list(data["targets"]), list(data.get("ignored", [])))
 
@@ -287,12 +313,58 @@ class TableSpec:
         return cls.from_dict(data, str(path))
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _label_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and all(isinstance(label, str) for label in value)
+        and len(set(value)) == len(value)
+    )
+
+
+#: What each kind of column needs in a spec, and the test of each field.
+_NEEDS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "numeric": {
+        "mean": _number,
+        "std": lambda v: _number(v) and v > 0,
+        "indicator": lambda v: isinstance(v, bool),
+    },
+    "categorical": {
+        "vocabulary": _label_list,
+        "encoding": lambda v: v in ("onehot", "embedding"),
+        "dim": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    },
+    "regression": {"mean": _number, "std": lambda v: _number(v) and v > 0},
+    "binary": {"labels": lambda v: _label_list(v) and len(v) == 2},
+    "multiclass": {"labels": lambda v: _label_list(v) and len(v) >= 2},
+}
+
+
+def _spec_problem(data: dict[str, Any]) -> str | None:
+    """What makes `data` not a spec that `kiln fit` writes (the first thing found), or `None`."""
+    for role, kinds in (("features", FEATURE_KINDS), ("targets", TARGET_KINDS)):
+        columns = data.get(role)
+        if not isinstance(columns, list) or (role == "targets" and not columns):
+            return f"it has no {role!r} list (found {shown(columns)})"
+        for i, column in enumerate(columns):
+            if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+                return f"{role}[{i}] is not a column with a name (found {shown(column)})"
+            name, kind = column["name"], column.get("kind")
+            if kind not in kinds:
+                return f"column {name!r} has the kind {shown(kind)}, not one of {', '.join(kinds)}"
+            for key, valid in _NEEDS[str(kind)].items():
+                if not valid(value := column.get(key)):
+                    return f"the {kind} column {name!r} has no valid {key!r} ({shown(value)})"
+    ignored = data.get("ignored", [])
+    if not (isinstance(ignored, list) and all(isinstance(name, str) for name in ignored)):
+        return f"its 'ignored' is not a list of column names (found {shown(ignored)})"
+    return None
+
+
 def _slots(labels: np.ndarray, vocabulary: list[str]) -> np.ndarray:
-    """Index of each label in the sorted `vocabulary`; -1 for unknown and missing labels."""
-    known = np.array(vocabulary, dtype=str)
-    text = np.where(is_missing(labels), "", labels).astype(str)
-    if not len(known):
-        return np.full(len(labels), -1, dtype=np.int64)
-    position = np.clip(np.searchsorted(known, text), 0, len(known) - 1)
-    found = (known[position] == text) & ~is_missing(labels)
-    return np.where(found, position, -1).astype(np.int64)
+    """Index of each label in `vocabulary` (any order); -1 for unknown and missing labels."""
+    index = {label: slot for slot, label in enumerate(vocabulary)}
+    return np.fromiter((index.get(v, -1) for v in labels), dtype=np.int64, count=len(labels))

@@ -2,8 +2,8 @@
 
 What lives here: `TableOptions` (what `kiln fit` lets you choose), `train_table` (split, encode,
 build, train with the preset, save), `load_run`, `predict_table` and `evaluate_table`. What does
-not: reading tables (`tables.py`), columns (`table_spec.py`), the network and loss
-(`table_model.py`), metrics (`table_metrics.py`), the command line (`cli.py`).
+not: reading tables (`read.py`), columns (`spec.py`), the network and loss (`model.py`),
+metrics (`metrics.py`), the command line (`cli.py`).
 
 A run directory holds everything needed to predict (it is also the trainer's `dir`):
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import torch
 
 import kiln
 from kiln.callbacks import ProgressBar
+from kiln.devices import resolve_device
 from kiln.presets import CriterionTrainer, auto_callbacks
 from kiln.presets.auto import MONITOR
 from kiln.tables.metrics import target_metrics
@@ -104,7 +107,7 @@ def make_trainer(
 ) -> Trainer:
     """Return the trainer `kiln fit` uses: the one place the training recipe is chosen.
 
-    The auto preset (`kiln.presets`, PytorchTrainer's recipe) on the one loop: the
+    The auto preset (`kiln.presets`) on the one loop: the
     `MixedCriterion` of the targets, RAdam inside Lookahead ("ranger"), golden-ratio decay of
     the rate with restarts, early stopping after 15% of the epochs without a 0.5% gain of
     `val_score`, the best weights kept (`RUN/{run}.pt`) and a stop file (`./stop_{run}`). The
@@ -219,8 +222,7 @@ def _target_presence(table: Table, targets: list[str]) -> np.ndarray:
 def _saved_run(
     path: Path, targets: list[str], options: TableOptions
 ) -> tuple[TableSpec, TableOptions]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    spec = TableSpec.from_dict(data, str(path))
+    spec, data = _read_spec(path)
     saved_targets = [c["name"] for c in spec.targets]
     if saved_targets != list(targets):
         raise TableError(
@@ -228,9 +230,31 @@ def _saved_run(
             f"received {', '.join(targets)}. Resume with the same --target, or choose another "
             "--out."
         )
-    saved = dict(data["options"], hidden=tuple(data["options"]["hidden"]))
-    saved.update(ignore=tuple(saved["ignore"]), epochs=options.epochs, device=options.device)
-    return spec, TableOptions(**saved)
+    try:
+        saved = dict(data["options"], hidden=tuple(data["options"]["hidden"]))
+        saved.update(ignore=tuple(saved["ignore"]), epochs=options.epochs, device=options.device)
+        return spec, TableOptions(**saved)
+    except (KeyError, TypeError, ValueError) as error:
+        raise TableError(
+            f"{path} is damaged: its 'options' cannot be read ({type(error).__name__}: "
+            f"{error}). Train again into another --out, or delete {path.parent}."
+        ) from None
+
+
+def _read_spec(path: Path) -> tuple[TableSpec, dict[str, Any]]:
+    """Read a run's `table.json`: its spec, and the whole record.
+
+    Raises:
+        TableError: If the file is not UTF-8 JSON, or not a spec that `kiln fit` writes.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TableError(
+            f"{path} is not valid JSON ({error}): the run's table spec is damaged. Train the "
+            "model again."
+        ) from None
+    return TableSpec.from_dict(data, str(path)), data
 
 
 def load_run(
@@ -239,7 +263,8 @@ def load_run(
     """Return the trainer, the spec and the saved options of the run directory `run`.
 
     Raises:
-        TableError: If `run` is not a directory that `kiln fit` finished.
+        TableError: If `run` is not a directory that `kiln fit` finished, or one of its files
+            is damaged (the message names it).
     """
     run = Path(run)
     if not (run / SPEC).exists() or not (run / MODEL).exists():
@@ -247,11 +272,70 @@ def load_run(
             f"{run} is not a finished `kiln fit` run: expected {run / SPEC} and {run / MODEL}. "
             "Train one with `kiln fit DATA --target COLUMN --out RUN`."
         )
-    data = json.loads((run / SPEC).read_text(encoding="utf-8"))
-    spec = TableSpec.from_dict(data, str(run / SPEC))
+    spec, data = _read_spec(run / SPEC)
+    options = data.get("options", {})
+    if not isinstance(options, dict) or not _positive_int(options.get("batch_size", 1)):
+        raise TableError(
+            f"{run / SPEC} is damaged: its 'options' are not those `kiln fit` writes (found "
+            f"{str(options)[:80]!r}). Train the model again."
+        )
     loss = build_loss(spec)
-    trainer = kiln.load(run / MODEL, loss=loss, device=device, progress=False)
-    return trainer, spec, data.get("options", {})
+    resolve_device(device)  # a device error is not a damaged file
+    try:
+        trainer = kiln.load(run / MODEL, loss=loss, device=device, progress=False)
+    except _UNREADABLE as error:  # (a NameError or ImportError is kiln's bug: shown as such)
+        message = " ".join(str(error).split())
+        if str(run / MODEL) not in message:
+            message = (
+                f"{run / MODEL} cannot be loaded ({type(error).__name__}: {message}). It is "
+                "damaged (empty or cut short?) or was not written by this run's `kiln fit`."
+            )
+        raise TableError(f"{message} Or train the model again with `kiln fit`.") from error
+    _check_model_fits(trainer.model, spec, options, run)
+    return trainer, spec, options
+
+
+#: What reading a damaged or foreign `model.kiln` raises (torch's and zipfile's errors too).
+_UNREADABLE = (
+    ValueError,
+    OSError,
+    EOFError,
+    RuntimeError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
+
+
+def _check_model_fits(
+    model: torch.nn.Module, spec: TableSpec, options: dict[str, Any], run: Path
+) -> None:
+    """Raise a `TableError` if `model` is not the network `spec` and `options` describe."""
+    hidden, drop = options.get("hidden"), options.get("drop", 0.0)
+    if not (isinstance(hidden, list) and all(map(_positive_int, hidden))):
+        return  # nothing to compare with
+    if not (isinstance(drop, (int, float)) and 0 <= drop < 1):
+        return
+    with torch.device("meta"):  # shapes only: no memory, no random numbers
+        expected = build_model(spec, hidden, drop).state_dict()
+    shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    wanted = {name: tuple(value.shape) for name, value in expected.items()}
+    if shapes != wanted:
+        differ = sorted(k for k in shapes.keys() | wanted.keys() if shapes.get(k) != wanted.get(k))
+        first = differ[0]
+        raise TableError(
+            f"{run / MODEL} does not fit {run / SPEC}: {first} has the shape "
+            f"{shapes.get(first)} where the spec's columns need {wanted.get(first)} "
+            f"({len(differ)} such weight{'s' if len(differ) > 1 else ''}). The two files come "
+            "from different runs; copy both from one run, or train the model again."
+        )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _outputs(trainer: Any, spec: TableSpec, inputs: torch.Tensor, batch_size: int) -> np.ndarray:

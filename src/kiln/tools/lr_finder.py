@@ -15,13 +15,12 @@ Stopping at divergence reads the loss on the host once per step, accepted for a 
 diagnostic; with `diverge=None` the losses stay on the device until the end (on the CPU the
 trainer reads each loss anyway, to catch a NaN before the step).
 
-What lives here: rates, smoothing, suggestion, plot. Not here: the step and the loop.
+What lives here: rates, smoothing, suggestion, plot. Not here: the optimizer step and the loop.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,15 +32,11 @@ import torch
 from torch import Tensor
 
 from kiln.callbacks.base import Callback
-from kiln.checkpoint.rng import get_rng_state, set_rng_state
 from kiln.data.in_memory import Data
 from kiln.data.sources import as_batches
-from kiln.history import History
 from kiln.loop.first_batch import check_can_train
-from kiln.loop.optimizer_step import Stepper
-from kiln.loop.position import PassPosition
-from kiln.loop.tracking import PassTracker
-from kiln.state import TrainState
+from kiln.options import whole_number
+from kiln.seed import get_rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,13 +51,13 @@ class LRFinderResult:
     The suggestion is a tenth of the rate with the lowest smoothed loss (fastai's `lr_min`). The
     smoothed curve lags the losses, so its lowest point is where the loss has stopped falling:
     the steps overshoot there, at the edge of divergence; ten times lower keeps most of the
-    speed with a margin. The steepest descent (Lightning's rule) reads the slope of a noisy
+    speed with a margin. The steepest descent reads the slope of a noisy
     curve and moves from run to run; the minimum is stable. A lowest loss at the first rate
     gives a suggestion below the range tested: start lower.
 
     Attributes:
         lrs: The rate of each step (of the first parameter group; the others keep their ratio).
-        losses: The loss of each step, as the step computed it (before its update).
+        losses: The loss of each step, as its batches computed it (before its update).
         smoothed: The losses after an exponential moving average (bias-corrected).
         suggestion: The suggested learning rate.
         diverged: Whether the test stopped early because the loss diverged.
@@ -233,7 +228,7 @@ def schedule(start_lr: float, end_lr: float, num_steps: int, mode: str = "exp") 
             f"The range test goes from `start_lr` up to `end_lr`, so `start_lr` must be below "
             f"`end_lr`; received start_lr={start_lr!r}, end_lr={end_lr!r}."
         )
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+    if whole_number(num_steps) is None or num_steps < 2:
         raise ValueError(
             f"`num_steps` must be an integer of at least 2 (the rates tried); received "
             f"{num_steps!r}. The usual is 100."
@@ -355,7 +350,6 @@ class _RangeTest(Callback):
 def _isolated(trainer: Trainer, callbacks: list[Any]) -> Iterator[None]:
     """Give `trainer` a clean slate with `callbacks` only; restore everything on the way out."""
     model, optimizer = trainer.model, trainer.optimizer
-    attributes = dict(vars(trainer))  # fit rebinds some (the set of unchecked passes, ...)
     parameters = list(model.parameters())
     tensors = [*parameters, *model.buffers()]
     values = [tensor.detach().clone() for tensor in tensors]
@@ -363,19 +357,9 @@ def _isolated(trainer: Trainer, callbacks: list[Any]) -> Iterator[None]:
     modes = [(module, module.training) for module in model.modules()]
     optimizer_state = copy.deepcopy(optimizer.state_dict())  # type: ignore[union-attr]
     rng = get_rng_state()
-    # Fresh objects rather than saved copies: the originals are never touched.
-    trainer.state, trainer.history, trainer._position = TrainState(), History(), PassPosition()
-    trainer._trackers = {name: PassTracker([]) for name in trainer._trackers}  # no metrics
-    trainer.callbacks = callbacks
-    trainer.dir = None  # no directory: nothing written, no last.ckpt to resume from
-    # The trainer's stepper anew, with its scaler's state; it raises on a NaN loss (divergence).
-    options = dataclasses.replace(trainer._steps.options, nonfinite="raise")
-    steps = Stepper(options, optimizer, trainer.device)
-    if steps.scaler is not None and trainer._steps.scaler is not None:
-        steps.scaler.load_state_dict(trainer._steps.scaler.state_dict())
-    trainer._steps = steps
     try:
-        yield
+        with trainer.trial(callbacks):
+            yield
     finally:
         with torch.no_grad():
             for tensor, value in zip(tensors, values, strict=True):
@@ -385,9 +369,6 @@ def _isolated(trainer: Trainer, callbacks: list[Any]) -> Iterator[None]:
         for module, training in modes:
             module.training = training
         optimizer.load_state_dict(optimizer_state)  # type: ignore[union-attr]  # checked
-        for name in set(vars(trainer)) - set(attributes):
-            delattr(trainer, name)
-        vars(trainer).update(attributes)
         set_rng_state(rng)
 
 

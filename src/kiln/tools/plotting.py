@@ -1,4 +1,4 @@
-"""Drawing a run: QuNet's training figure, TorchFusion's per-metric figures, a grid of every value.
+"""Drawing a run: the training figure, a figure per metric, and a grid of every value.
 
 All figures are `matplotlib.figure.Figure` objects built without pyplot (no global state, no
 window, nothing for a server to lack), with fixed margins rather than a layout engine, which
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kiln.callbacks.monitor import resolve_mode
 from kiln.callbacks.plot_logs import _figure_class, _number, plot_history, plotted_quantities
+from kiln.options import whole_number
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,14 +27,14 @@ if TYPE_CHECKING:
 
     from kiln.history import History
 
-#: Colours of QuNet's figure: training dark blue, validation green, learning rate dark red.
+#: Colours of the training figure: training dark blue, validation green, learning rate dark red.
 TRAIN_COLOR, VAL_COLOR, LR_COLOR = "darkblue", "green", "darkred"
 #: Logged names that are never the score of the left panel.
 _NOT_SCORES = ("epoch", "loss", "lr", "time")
 
 
 def score_key(history: History) -> str | None:
-    """Return the name the score panel shows: `score` when logged (QuNet), else the first metric.
+    """Return the name the score panel shows: `score` when logged, else the first metric.
 
     Example:
         >>> from kiln import History
@@ -83,7 +84,7 @@ def _format(value: float) -> str:
 
 
 def _new_bests(xs: list[float], ys: list[float], mode: str) -> tuple[list[float], list[float]]:
-    """The points where the value beat every earlier one (QuNet's "checks")."""
+    """The points where the value beat every earlier one: the figure's dots ("checks")."""
     best, kept_x, kept_y = math.inf if mode == "min" else -math.inf, [], []
     for x, y in zip(xs, ys, strict=True):
         if (y < best) if mode == "min" else (y > best):
@@ -99,7 +100,8 @@ def _curve(
     """Draw one curve; past `smooth` points, a faint raw line under its moving average."""
     if smooth and len(ys) > smooth:
         axes.plot(xs, ys, color=color, alpha=0.5, linewidth=0.6, label=f"_{label} raw")
-        window = max(2, min(50, len(ys) // 4))  # QuNet's kernel of 50, on long curves
+        # At most 50 points, so that a long curve keeps its shape; a quarter of a shorter one.
+        window = max(2, min(50, len(ys) // 4))
         axes.plot(xs, moving_average(ys, window), color=color, label=label)
     else:
         axes.plot(xs, ys, color=color, marker="." if len(ys) == 1 else None, label=label)
@@ -165,10 +167,12 @@ def _learning_rate(axes: Axes, history: History) -> Axes | None:
     twin.set_yscale("log")
     low = math.floor(math.log10(min(lr for _, lr in points)))
     high = math.ceil(math.log10(max(lr for _, lr in points)))
-    if low == high:  # a constant lr sits in the middle of two decades, as in QuNet's figure
+    if low == high:
+        # A constant lr sits in the middle of two decades, not on the edge of the panel.
         low, high = low - 1, high + 1
     twin.set_ylim(10.0**low, 10.0**high)
-    twin.yaxis.set_minor_locator(NullLocator())  # decades only, as QuNet's figure (and faster)
+    # Decades only: labels that read at a glance, and a faster figure.
+    twin.yaxis.set_minor_locator(NullLocator())
     twin.tick_params(axis="y", colors=LR_COLOR)
     return twin
 
@@ -183,7 +187,7 @@ def training_figure(
     last_checks: int = 100,
     title: str | None = None,
 ) -> Figure:
-    """Draw QuNet's training figure: a score panel on the left, a loss panel on the right.
+    """Draw the training figure: a score panel on the left, a loss panel on the right.
 
     Each panel has the training curve (dark blue) and the validation curve (green) against the
     epoch, a dot at each new best value (validation when there is one; the last `last_checks`
@@ -193,12 +197,14 @@ def training_figure(
     (where a schedule ended). A curve of more than `smooth` points is drawn faint, under its
     moving average. A panel is drawn only for what was logged.
 
+    Compatibility: QuNet's training figure: its panels, colours, dots and titles.
+
     Args:
         history: The values of a run (`trainer.history`, or the `History` `fit` returns).
         score: The left panel's value; default `score_key(history)` (`score`, else the first
             metric such as `accuracy`); `""` for no score panel.
         mode: Whether a higher score is better (`"max"`), a lower one (`"min"`), or
-            `"auto"`: read from the name (higher when it cannot be told, as QuNet's default).
+            `"auto"`: read from the name (higher when it cannot be told).
         marks: Epochs at which to draw a vertical line.
         smooth: Smooth curves longer than this; 0 never smooths.
         last_checks: How many of the latest new-best dots to draw.
@@ -271,11 +277,12 @@ def _score_mode(name: str, mode: str) -> str:
     except ValueError:
         if mode != "auto":
             raise
-        return "max"  # QuNet's score_max=True
+        # A score whose name tells nothing is most often accuracy-like: higher is better.
+        return "max"
 
 
 def metric_figure(values: Sequence[float], label: str, color: str) -> Figure:
-    """Draw one value per epoch against TorchFusion's 0-based epoch index, with a legend.
+    """Draw one value per epoch against the 0-based epoch index, with a legend.
 
     Example:
         >>> figure = metric_figure([0.9, 0.5, 0.4], "Train Loss", "red")  # needs matplotlib
@@ -316,11 +323,11 @@ def logged_figure(history: History, keys: Iterable[str] | None = None, columns: 
             "History.plot: there is nothing to draw: no numeric value was logged "
             f"(logged: {', '.join(history.keys()) or 'nothing'}). Train at least one epoch first."
         )
-    if not isinstance(columns, int) or columns < 1:
+    if whole_number(columns) is None or columns < 1:
         raise ValueError(
             f"History.plot: `columns` must be a whole number >= 1; received {columns!r}."
         )
-    columns = min(columns, len(keys))
+    columns = min(int(columns), len(keys))
     rows = math.ceil(len(keys) / columns)
     figure = _figure_class()(figsize=(5.2 * columns, 3.8 * rows))
     figure.subplots_adjust(

@@ -1,9 +1,9 @@
 """`summary`: a table of a model's layers with their shapes, parameters and multiply-adds.
 
 The model runs once, without gradients and in eval mode, on a made-up batch of the given input
-size; hooks on its modules record what each layer received and returned. This is TorchFusion's
-`model.summary((1, 28, 28))`: the size excludes the batch dimension, and the table ends with the
-totals and the count of layers by type.
+size; hooks on its modules record what each layer received and returned. The size excludes the
+batch dimension, as in `summary(model, (1, 28, 28))`, and the table ends with the totals and the
+count of layers by type.
 
 Multiply-adds are counted by `kiln.tools.mult_adds.count_mult_adds`, whose module docstring says for
 which layers and how.
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kiln.options import whole_number
 from kiln.tools.mult_adds import count_mult_adds, tensors_in
 
 Shape = tuple[int, ...]
@@ -180,6 +181,7 @@ def summary(
         raise TypeError(f"summary: `batch_size` must be an int; received {batch_size!r}.")
     if batch_size <= 0:
         raise ValueError(f"summary: `batch_size` must be positive; received {batch_size}.")
+    batch_size = int(batch_size)
     kinds = _check_dtypes(dtypes, len(sizes))
     if device is None:
         first = next(iter([*model.parameters(), *model.buffers()]), None)
@@ -302,7 +304,7 @@ def _check_sizes(input_size: Any) -> list[Shape]:
             "such as (1, 28, 28), or a list of such sizes for a model with several inputs; "
             f"received {input_size!r}."
         )
-    shapes = [tuple(size) for size in sizes]
+    shapes = [tuple(int(d) for d in size) for size in sizes]
     for shape in shapes:
         if any(d <= 0 for d in shape):
             raise ValueError(
@@ -313,7 +315,7 @@ def _check_sizes(input_size: Any) -> list[Shape]:
 
 
 def _is_dimension(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return whole_number(value) is not None
 
 
 def _check_dtypes(dtypes: Any, count: int) -> list[torch.dtype]:

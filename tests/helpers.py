@@ -1,0 +1,19 @@
+"""Helpers shared by tests in several folders."""
+
+from __future__ import annotations
+
+import warnings
+
+import kiln
+from kiln.callbacks import PlotLogs
+
+
+def without_plots(trainer: kiln.Trainer) -> kiln.Trainer:
+    """Drop the plots an experiment directory draws at the end of `fit` (slow in tests).
+
+    The trainer warns that a callback it added is gone: that is what is wanted here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, PlotLogs)]
+    return trainer
