@@ -134,9 +134,9 @@ class Evaluation:
     """The values of one evaluation: `evaluation.loss`, `evaluation["accuracy"]`.
 
     Iterating gives the values, the loss first, then the metrics in the order given, so that
-    Keras's and Poutyne's `loss, accuracy = trainer.evaluate(...)` works, and so does
-    `evaluation[1]` (by position). The names come from `keys()`; `items()`, `to_dict()`,
-    `dict(evaluation)` and `**evaluation` give the names with their values.
+    `loss, accuracy = trainer.evaluate(...)` works, and so does `evaluation[1]` (by position).
+    The names come from `keys()`; `items()`, `to_dict()`, `dict(evaluation)` and
+    `**evaluation` give the names with their values.
 
     Example:
         >>> evaluation = Evaluation({"loss": 0.25, "accuracy": 0.9})
