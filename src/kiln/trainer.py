@@ -402,7 +402,7 @@ class Trainer:
         )
         check_can_train(self.optimizer, self.loss, self.defines("training_step"))
         options.check_validation_data(val is not None)
-        if isinstance(val, numbers.Real) and not isinstance(val, bool):  # NumPy's numbers too
+        if not isinstance(val, bool) and isinstance(val, numbers.Real):  # NumPy's numbers too
             train, val = hold_out(train, float(val))
         train_batches = as_batches(train, "train", batch_size, True)
         val_batches = None if val is None else as_batches(val, "val", batch_size, False)
