@@ -55,10 +55,15 @@ def in_memory(x: Tensor, y: Tensor, batch_size: int) -> kiln.Data:
     return kiln.Data((x, y), batch_size=batch_size, shuffle=True, seed=SEED)
 
 
-def raw_slicing(x: Tensor, y: Tensor, batch_size: int) -> Epoch:
-    """Return the hand-written baseline: a random permutation, then one gather per batch."""
+def raw_slicing(x: Tensor, y: Tensor, batch_size: int, **adam: bool) -> Epoch:
+    """Return the hand-written baseline: a random permutation, then one gather per batch.
+
+    `adam` selects torch's implementation: `foreach=True` (on the CPU, the same update bit for
+    bit, as kiln builds for `optimizer="adam"`) or `fused=True` (the same formula, rounded
+    differently in the last bits); none, torch's default Adam, is the baseline.
+    """
     model = make_model()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, **adam)  # type: ignore[arg-type]
     generator = torch.Generator().manual_seed(SEED)
     n = len(x)
 
@@ -169,6 +174,8 @@ def contenders(
     return {
         "raw": lambda: raw_slicing(x, y, batch_size),
         "raw_dl": lambda: raw_loader(x, y, batch_size),
+        "raw_foreach": lambda: raw_slicing(x, y, batch_size, foreach=True),
+        "raw_fused": lambda: raw_slicing(x, y, batch_size, fused=True),
         "kiln": lambda: kiln_fit(in_memory(x, y, batch_size), progress=False),
         "kiln_bar": lambda: kiln_with_bar(x, y, batch_size),
         "kiln_dl": lambda: kiln_fit(make_loader(x, y, batch_size), progress=False),

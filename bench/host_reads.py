@@ -46,7 +46,15 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 import kiln
-from kiln.callbacks import CSVLogger, LRMonitor, MLflowLogger, ProgressBar, TensorBoard, TextLog
+from kiln.callbacks import (
+    CSVLogger,
+    LRMonitor,
+    MLflowLogger,
+    ProgressBar,
+    TensorBoard,
+    TextLog,
+    WandbLogger,
+)
 
 #: Tensor methods and functions that hand a device tensor's value to the host.
 READS = frozenset(
@@ -170,6 +178,11 @@ def _mlflow(folder: Path) -> MLflowLogger:
     return MLflowLogger(tracking_uri=(folder / "mlruns").as_uri())
 
 
+def _wandb(folder: Path) -> WandbLogger:
+    settings = {"silent": True, "console": "off"}  # nothing printed, nothing sent
+    return WandbLogger(project="host-reads", dir=folder, mode="offline", settings=settings)
+
+
 CHECKS = (
     Check("`ProgressBar()` (off a terminal: a line per epoch)", lambda d: _quiet_bar(), "epoch"),
     Check("`CSVLogger(path)`", lambda d: CSVLogger(d / "log.csv"), "epoch"),
@@ -189,6 +202,7 @@ CHECKS = (
         "tensorboard",
     ),
     Check("`MLflowLogger(tracking_uri=...)` (file store)", _mlflow, "epoch", "mlflow"),
+    Check("`WandbLogger(mode='offline')`", _wandb, "epoch", "wandb"),
 )
 
 

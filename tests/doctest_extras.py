@@ -22,11 +22,13 @@ from _pytest.doctest import MultipleDoctestFailures
 EXTRAS = {
     "matplotlib": "plots",
     "mlflow": "mlflow",
+    "optuna": "optuna",
     "pyarrow": "parquet",
     "safetensors": "safetensors",
     "sklearn": "demo",
     "tensorboard": "tensorboard",
     "torchmetrics": "torchmetrics",
+    "wandb": "wandb",
 }
 
 

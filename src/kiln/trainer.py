@@ -73,6 +73,7 @@ from kiln.options import (
 from kiln.saving import trainer_file
 from kiln.saving.components import metric_flags
 from kiln.saving.export import export_weights
+from kiln.saving.serving import SERVING_SUFFIXES, example_of, export_program
 from kiln.seed import get_rng_state, set_rng_state
 from kiln.state import TrainState
 
@@ -214,6 +215,7 @@ class Trainer:
         self.state = TrainState()
         self.history = History()
         self._unchecked: set[str] = set()  # passes whose first batch is still to be checked
+        self._example_inputs: Any = None  # rows of the inputs last seen: `export`'s example
         self._model_hooks = find_model_hooks(self.model)
         self._position = PassPosition()
         self._unattached_schedule: LRScheduler | None = None  # see `schedules`
@@ -400,7 +402,7 @@ class Trainer:
         options = FitOptions(
             epochs, val_every, pre_val, max_steps, max_samples, repeat_train, repeat_val, epoch_hook
         )
-        check_can_train(self.optimizer, self.loss, self.defines("training_step"))
+        check_can_train(self.optimizer, self.loss, self.defines("training_step"), self.model)
         options.check_validation_data(val is not None)
         if not isinstance(val, bool) and isinstance(val, numbers.Real):  # NumPy's numbers too
             train, val = hold_out(train, float(val))
@@ -576,6 +578,7 @@ class Trainer:
         if stage not in self._unchecked:
             return to_step_output(method(batch, batch_idx), batch, name)
         self._unchecked.discard(stage)
+        self._example_inputs = example_of(batch)
         return run_first_batch(self, method, name, batch, batch_idx)
 
     # What happens to a batch: the three methods a subclass may override.
@@ -691,6 +694,7 @@ class Trainer:
                 if outputs:
                     outputs.append(self.predict_step(batch, batch_idx))
                 else:  # the first batch: what goes wrong is explained, as in evaluate
+                    self._example_inputs = example_of(batch)
                     outputs.append(run_first_prediction(self, batch))
         if not outputs:
             raise ValueError("`predict` received no samples.")
@@ -862,24 +866,74 @@ class Trainer:
             return Path(path)
         return trainer_file.save_trainer(self, path, full_state)
 
-    def export(self, path: str | os.PathLike[str]) -> Path:
-        """Write the model's weights alone: `.safetensors`, or a plain `state_dict` (`.pt`).
+    def export(
+        self, path: str | os.PathLike[str], *, example: Any = None, postproc: bool = True
+    ) -> Path:
+        """Write the model for serving (`.onnx`, `.pt2`), or its weights (`.safetensors`, `.pt`).
+
+        The suffix picks the format. `.onnx` writes an ONNX file (`torch.onnx.export`; needs
+        `pip install kiln[onnx]`), to run with `onnxruntime`; `.pt2` writes a `torch.export`
+        program that `torch.export.load(path).module()` runs without kiln or the model's class.
+        Both are traced on an example input, in eval mode on the CPU and without autocast,
+        with the batch size left dynamic; inputs given as a dict become keyword inputs. The
+        graph computes what `trainer.predict` computes by default: the model's output, then
+        the loss's `postproc` where it has one (such as the sigmoid of a binary column). A
+        `predict_step` of the model or of a `Trainer` subclass is not part of it.
+        `.safetensors` and `.pt` write the weights alone (see `kiln.saving.export`).
+
+        Args:
+            path: The file to write (missing directories are created). It is written whole or
+                not at all: a failed export leaves a previous file as it was.
+            example: An input for the model, as `predict` takes it: a tensor, a tuple or list
+                of tensors, or a dict of them, batch first. By default, the first rows of the
+                inputs of the last data the trainer ran on (`fit`, `evaluate`, `predict`).
+            postproc: Whether the graph ends with the loss's `postproc`; `False` exports the
+                model's raw output (logits).
 
         Returns:
             The path written.
 
+        Raises:
+            ValueError: For an unknown suffix; for `.onnx` or `.pt2` without an example (the
+                trainer has run on no data and none was given), for a sharded model, or for a
+                model the tracer cannot follow: the message names the module, the line and
+                the cause (data-dependent control flow, a fixed batch size, ...).
+
         Example:
-            >>> import tempfile, kiln
+            >>> import tempfile, torch, kiln
             >>> trainer = kiln.Trainer(kiln.MLP(2, [8], 1), loss="mse", device="cpu",
             ...                        progress=False)
             >>> trainer.export(tempfile.mkdtemp() + "/weights.safetensors").suffix
             '.safetensors'
+            >>> _ = trainer.fit((torch.randn(16, 2), torch.randn(16, 1)), epochs=1)
+            >>> program = torch.export.load(trainer.export(tempfile.mkdtemp() + "/net.pt2"))
+            >>> program.module()(torch.randn(5, 2)).shape  # any batch size
+            torch.Size([5, 1])
         """
-        full_state = self._gather_sharded()
+        serving = Path(path).suffix.lower() in SERVING_SUFFIXES
+        if serving and self._replicas.sharded:
+            raise ValueError(
+                f"Cannot export a sharded model to {Path(path).name}: export its weights "
+                "(`trainer.export('weights.safetensors')`), load them into the model in one "
+                "process (`kiln.load`), and export that."
+            )
+        full_state = None if serving else self._gather_sharded()
         if not is_main_process():
             return Path(path)
-        weights = None if full_state is None else full_state[0]
-        return export_weights(self.model, path, weights)
+        if not serving:
+            weights = None if full_state is None else full_state[0]
+            return export_weights(self.model, path, weights)
+        if example is None:
+            example = self._example_inputs
+        if example is None:
+            raise ValueError(
+                f"Cannot export to {Path(path).name}: there is no example input to trace the "
+                "model on, as the trainer has run on no data. Pass one, batch first, as "
+                "`trainer.export(path, example=torch.randn(2, n_features))` (a tuple or a "
+                "dict for several inputs)."
+            )
+        post = self.loss.postproc if postproc and self.loss is not None else None
+        return export_program(self.model, path, example, post)
 
     def _gather_sharded(self) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
         """The whole model and optimizer states of a sharded model (every rank must call)."""

@@ -46,7 +46,22 @@ def test_quick_overhead_benchmark_prints_every_row(tmp_path: Path) -> None:
         assert len(matching) == 2, f"{row.label!r} missing from:\n{result.stdout}"
         assert all(line.endswith(("| pass |", "| FAIL |", "| reference |")) for line in matching)
     reads = [line for line in lines if line.endswith("| <= 1 | pass |")]
-    assert len(reads) == 9, result.stdout  # every logger's host-read check, none failing
+    assert len(reads) == 10, result.stdout  # every logger's host-read check, none failing
     assert "cores busy meanwhile" in result.stdout
     assert "Reproduce: `python bench/overhead.py --quick --rounds 1`" in result.stdout
     assert markdown.read_text() == result.stdout.rstrip("\n") + "\n"
+
+
+def test_the_foreach_hand_loop_is_a_reference_and_kiln_has_stricter_targets_at_64() -> None:
+    """The hand loop with foreach Adam is a reference row; kiln's rows: 0.85x/0.90x at batch 64."""
+    rows = {row.contender: row for row in overhead.ROWS if row.group == "slicing"}
+    assert (rows["raw_foreach"].baseline, rows["raw_foreach"].target_at(64)) == ("raw", None)
+    assert (rows["kiln"].target_at(64), rows["kiln"].target_at(256)) == (0.85, 1.05)
+    assert (rows["kiln_bar"].target_at(64), rows["kiln_bar"].target_at(256)) == (0.90, 1.10)
+
+
+def test_the_fit_call_line_reports_milliseconds_against_its_target() -> None:
+    assert overhead.call_line([0.4, 0.5, 0.6]).endswith(
+        "| 64 | +0.50 ms | +0.40 to +0.60 ms | <= 1.00 ms | pass |"
+    )
+    assert overhead.call_line([1.5]).endswith("| FAIL |")

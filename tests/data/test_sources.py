@@ -28,7 +28,10 @@ from kiln.data.sources import (
 
 Pair = namedtuple("Pair", ["image", "mask"])
 
-ACCEPTED = r"must be a kiln\.Data, a torch DataLoader, a torch Dataset, a tensor or numpy array"
+ACCEPTED = (
+    r"must be a kiln\.Data, a torch DataLoader, a torch Dataset, a Hugging Face "
+    r"`datasets\.Dataset`, a tensor or numpy array"
+)
 
 
 class _Stream(IterableDataset):

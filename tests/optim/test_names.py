@@ -168,3 +168,43 @@ def test_trainer_fits_with_a_zero_lr_and_leaves_the_weights():
     history = trainer.fit((torch.randn(8, 3), torch.randn(8, 2)), epochs=2)
     assert history.lr == [0.0, 0.0]
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def _steps(optimizer_of, dtype: torch.dtype, steps: int = 60) -> list[torch.Tensor]:
+    """Train a small MLP `steps` steps; return its weights, then the optimizer's state tensors."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).to(dtype)
+    optimizer = optimizer_of(model)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(16, 8, generator=generator).to(dtype)
+        y = torch.randint(0, 3, (16,), generator=generator)
+        loss = nn.functional.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    return [p.detach() for p in model.parameters()] + state
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_name_builds_the_fastest_implementation_of_the_same_update(name, dtype):
+    """On the CPU a name builds foreach where it is bit for bit torch's default update."""
+    from kiln.optim.names import FOREACH_SAME_UPDATE
+
+    built = resolve_optimizer(name, _model(), lr=None)
+    assert built.defaults["foreach"] is (True if name in FOREACH_SAME_UPDATE else None)
+    if name not in FOREACH_SAME_UPDATE:
+        return
+    lr = built.defaults["lr"]
+    ours = _steps(lambda model: resolve_optimizer(name, model, lr=None), dtype)
+    torchs = _steps(lambda model: EXPECTED[name](model.parameters(), lr=lr), dtype)
+    assert len(ours) == len(torchs)
+    assert all(torch.equal(a, b) for a, b in zip(ours, torchs, strict=True))
+
+
+def test_a_tensor_lr_keeps_torch_default_implementation():
+    """torch refuses a tensor `lr` with foreach: such a rate keeps torch's default."""
+    built = resolve_optimizer("adam", _model(), lr=torch.tensor(1e-3))  # type: ignore[arg-type]
+    assert built.defaults["foreach"] is None

@@ -13,6 +13,7 @@ from kiln.callbacks.early_stopping import EarlyStopping
 from kiln.callbacks.lr_monitor import LRMonitor
 from kiln.callbacks.lr_scheduler import LRScheduler, golden_ratio_decay
 from kiln.callbacks.mlflow_logger import MLflowLogger
+from kiln.callbacks.optuna_pruning import OptunaPruning
 from kiln.callbacks.plot_logs import PlotLogs
 from kiln.callbacks.progress import ProgressBar
 from kiln.callbacks.restarts import RestartOnPlateau
@@ -22,6 +23,7 @@ from kiln.callbacks.swa import SWA
 from kiln.callbacks.tensorboard import TensorBoard
 from kiln.callbacks.text_log import TextLog
 from kiln.callbacks.training_plot import TrainingPlot
+from kiln.callbacks.wandb_logger import WandbLogger
 from kiln.callbacks.weight_averaging import EMA, WeightAverage
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "LRMonitor",
     "LRScheduler",
     "MLflowLogger",
+    "OptunaPruning",
     "PlotLogs",
     "ProgressBar",
     "RestartOnPlateau",
@@ -44,6 +47,7 @@ __all__ = [
     "TensorBoard",
     "TextLog",
     "TrainingPlot",
+    "WandbLogger",
     "WeightAverage",
     "golden_ratio_decay",
 ]

@@ -23,9 +23,35 @@ DEFAULT_BATCH_SIZE = 32
 HOLDOUT_SEED = 0
 
 ACCEPTED = (
-    "a kiln.Data, a torch DataLoader, a torch Dataset, a tensor or numpy array, or a tuple "
-    "`(X, Y)` / `(X, W, Y)` of them"
+    "a kiln.Data, a torch DataLoader, a torch Dataset, a Hugging Face `datasets.Dataset`, a "
+    "tensor or numpy array, or a tuple `(X, Y)` / `(X, W, Y)` of them"
 )
+
+
+def is_hf_dataset(data: Any) -> bool:
+    """Tell whether `data` is a Hugging Face `datasets.Dataset` (without importing `datasets`).
+
+    Example:
+        >>> is_hf_dataset([1, 2])
+        False
+    """
+    module = type(data).__module__
+    return (
+        (module == "datasets" or module.startswith("datasets."))
+        and hasattr(data, "with_format")
+        and hasattr(data, "__getitem__")
+        and hasattr(data, "__len__")
+    )
+
+
+def torch_formatted(data: Any) -> Any:
+    """Return a `datasets.Dataset` whose rows are dicts of tensors (`with_format("torch")`).
+
+    A dataset already formatted (by the user, for torch or otherwise) is returned as it is.
+    """
+    if getattr(data, "format", {}).get("type") is None:
+        return data.with_format("torch")
+    return data
 
 
 def _is_raw(data: Any) -> bool:
@@ -65,6 +91,11 @@ def as_batches(data: Any, name: str, batch_size: int | None, shuffle: bool) -> I
     size = DEFAULT_BATCH_SIZE if batch_size is None else check_batch_size(batch_size)
     if _is_raw(data):
         return Data(data, batch_size=size, shuffle=shuffle)
+    if is_hf_dataset(data):  # a map-style dataset of dict rows: batches are dicts of tensors
+        data = torch_formatted(data)
+        if len(data) == 0:
+            raise ValueError(f"`{name}` is an empty dataset; it has no samples to use.")
+        return loader(data, batch_size=size, shuffle=shuffle)
     if isinstance(data, Dataset):
         if not isinstance(data, IterableDataset) and len(data) == 0:  # type: ignore[arg-type]
             raise ValueError(f"`{name}` is an empty dataset; it has no samples to use.")
@@ -107,6 +138,8 @@ def hold_out(train: Any, fraction: float) -> tuple[Any, Any]:
             "`val` as a fraction needs data kiln can split, but `train` is a DataLoader. "
             "Split the dataset first: `train_ds, val_ds = kiln.split(dataset, 0.9, 0.1)`."
         )
+    if is_hf_dataset(train):  # its parts are Subsets of dict rows of tensors
+        train = torch_formatted(train)
     train_part, val_part = split(train, 1 - fraction, fraction, seed=HOLDOUT_SEED)
     if isinstance(val_part, Data):
         val_part.shuffle = False
@@ -160,7 +193,7 @@ def iterate_inputs(inputs: Any, batch_size: int | None) -> Iterable[Any]:
     Raises:
         ValueError: If the tensors of raw inputs differ in length.
     """
-    if isinstance(inputs, (Data, DataLoader, Dataset)):
+    if isinstance(inputs, (Data, DataLoader, Dataset)) or is_hf_dataset(inputs):
         return as_batches(inputs, "inputs", batch_size, shuffle=False)
     tree = _as_input_tree(inputs)
     lengths = {len(t) for t in _leaves(tree)}

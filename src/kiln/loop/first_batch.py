@@ -6,6 +6,7 @@ messages that say what was received, what was expected and how to fix it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -235,8 +236,40 @@ def run_first_batch(
         if explained is error:
             raise
         raise explained from error
+    if output.loss is None and trainer.state.stage == "train" and trainer.loss is None:
+        check_returned_loss(output, batch, trainer.defines("training_step"))
     check_first_output(trainer, output, name)
     return output
+
+
+def check_returned_loss(output: StepOutput, batch: Any, has_step_method: bool) -> None:
+    """Raise a clear `ValueError` when a trainer with no loss got none from its model either.
+
+    A model that computes its own loss (a Hugging Face model) does so only when the batch holds
+    its `labels`; the error says what the model returned and what the batch held.
+    """
+    if has_step_method:
+        return
+    returned = output.output
+    kind = type(returned).__name__
+    if isinstance(returned, Mapping):
+        fields = ", ".join(str(key) for key in returned)
+        what = f"{kind} ({fields or 'empty'})"
+    else:
+        what = describe(returned) if isinstance(returned, Tensor) else kind
+    keys = (
+        f"the batch is a dict of {', '.join(repr(key) for key in batch)}"
+        if isinstance(batch, Mapping)
+        else "the batch is not a dict of keyword inputs"
+    )
+    raise ValueError(
+        f"The trainer has no loss, and the model returned {what} with no `loss`, so there is "
+        f"nothing to minimize; {keys}. A Hugging Face model computes its loss only when the "
+        "batch holds `labels`. Fix: put `labels` in every batch (for a causal language model, "
+        "the input ids with padding as -100, as `DataCollatorForLanguageModeling(tokenizer, "
+        "mlm=False)` makes them; for classification, each sample's class), or pass `loss=` "
+        "with batches `(x, y)`, or define `training_step(batch, batch_idx)` on the model."
+    )
 
 
 def run_first_prediction(trainer: Trainer, batch: Any) -> Any:
@@ -283,14 +316,40 @@ def check_first_output(trainer: Trainer, output: StepOutput, method: str) -> Non
         check_all_labels(loss, output, data)
 
 
-def check_can_train(optimizer: Any, loss: LossFunction | None, has_step_method: bool) -> None:
-    """Raise `ValueError` if a trainer lacks what `fit` needs: an optimizer and a loss."""
+def returns_own_loss(model: nn.Module | None) -> bool:
+    """Tell whether `model` may compute its own loss: its `forward` takes `labels`.
+
+    Hugging Face models do (they return a `loss` when given `labels`); whether one really
+    does is decided on the first batch (`check_returned_loss`).
+
+    Example:
+        >>> import torch
+        >>> returns_own_loss(torch.nn.Linear(2, 1))
+        False
+    """
+    forward = getattr(model, "forward", None)
+    if forward is None:
+        return False
+    try:
+        return "labels" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):  # a builtin or C function: no signature to read
+        return False
+
+
+def check_can_train(
+    optimizer: Any, loss: LossFunction | None, has_step_method: bool, model: nn.Module | None = None
+) -> None:
+    """Raise `ValueError` if a trainer lacks what `fit` needs: an optimizer and a loss.
+
+    A trainer with no loss may still train a `model` that computes its own loss (one whose
+    `forward` takes `labels`, such as a Hugging Face model); the first batch decides.
+    """
     if optimizer is None:
         raise ValueError(
             "This trainer has no optimizer, so it cannot fit. Create it with one, e.g. "
             "`Trainer(model, loss=..., optimizer='adam')`."
         )
-    if loss is None and not has_step_method:
+    if loss is None and not has_step_method and not returns_own_loss(model):
         raise ValueError(
             "The trainer has no loss and the model defines no `training_step`, so there is "
             "nothing to minimize. Pass `loss=` (such as 'cross_entropy' or 'mse'), or define "

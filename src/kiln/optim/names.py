@@ -36,6 +36,37 @@ OPTIMIZER_NAMES: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
+#: Names whose foreach implementation computes, on the CPU, the very update of torch's default
+#: (for-loop) one, bit for bit: measured over hundreds of steps in float32, float64, bfloat16 and
+#: complex64, weights and optimizer state compared with `torch.equal`. kiln builds these with
+#: `foreach=True` there, which is faster (torch already picks foreach on CUDA). RAdam, NAdam and
+#: ASGD (and RMSprop, Adagrad, Adadelta in bfloat16) differ in the last bits, and so do torch's
+#: fused kernels (Adam, AdamW, Adagrad): they keep torch's default.
+FOREACH_SAME_UPDATE = frozenset({"sgd", "adam", "adamw", "adamax", "rprop"})
+
+
+def fastest_options(key: str, params: list[nn.Parameter], lr: Any) -> dict[str, Any]:
+    """Return the options that build the optimizer named `key` with torch's fastest same update.
+
+    That is `foreach=True` for the names of `FOREACH_SAME_UPDATE` when every parameter is a
+    plain tensor on the CPU (torch's own default there is its slower for-loop), and the rate a
+    number (torch refuses a tensor `lr` with foreach); else nothing, torch's default.
+
+    Example:
+        >>> import torch
+        >>> fastest_options("adam", list(torch.nn.Linear(2, 1).parameters()), 1e-3)
+        {'foreach': True}
+        >>> fastest_options("radam", list(torch.nn.Linear(2, 1).parameters()), 1e-3)
+        {}
+    """
+    plain_cpu = all(
+        type(p) in (torch.Tensor, nn.Parameter) and p.device.type == "cpu" for p in params
+    )
+    if key in FOREACH_SAME_UPDATE and plain_cpu and not isinstance(lr, torch.Tensor):
+        return {"foreach": True}
+    return {}
+
+
 def _ranger(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """Build RAdam inside Lookahead (k=5, alpha=0.5): the optimizer named "ranger"."""
     return Lookahead(torch.optim.RAdam(params, lr=lr))
@@ -99,6 +130,9 @@ def resolve_optimizer(
         lr: The learning rate for a name (default 1e-3; 1e-2 for SGD). An instance or a
             callable sets its own, so `lr` must stay `None` with them.
 
+    A name builds torch's fastest implementation that computes the same update as its default
+    one: `foreach=True` on the CPU where that is bit for bit the same (`fastest_options`).
+
     Raises:
         ValueError: For an unknown name (the message lists the known ones), or `lr` given
             with an instance or a callable, or a negative or NaN `lr` (0 is accepted, as torch
@@ -133,7 +167,8 @@ def resolve_optimizer(
             )
         if key in COMPOSITE_OPTIMIZERS:
             return COMPOSITE_OPTIMIZERS[key](params, rate)
-        return OPTIMIZER_NAMES[key](params, lr=rate)  # type: ignore[call-arg]
+        fastest = fastest_options(key, params, rate)
+        return OPTIMIZER_NAMES[key](params, lr=rate, **fastest)  # type: ignore[call-arg]
     if lr is not None:
         raise ValueError(
             f"`lr={lr}` cannot apply to an optimizer built outside the trainer; set the learning "

@@ -63,7 +63,8 @@ def export_weights(
         raise ValueError(
             f"Cannot export weights to {path}: its suffix {path.suffix!r} names no known "
             f"format. Use one of {', '.join(WEIGHT_SUFFIXES)} (safetensors, or a torch "
-            "state_dict); `trainer.save` writes the whole trainer instead."
+            "state_dict), or .onnx or .pt2 for the model for serving (`trainer.export`); "
+            "`trainer.save` writes the whole trainer instead."
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     # On the CPU, so that the file loads on a machine without the accelerator.

@@ -184,7 +184,9 @@ def lr_find(
             "lr_find varies the optimizer's learning rate, but this trainer has no optimizer. "
             "Create it with one, e.g. `Trainer(model, loss=..., optimizer='sgd')`."
         )
-    check_can_train(trainer.optimizer, trainer.loss, trainer.defines("training_step"))
+    check_can_train(
+        trainer.optimizer, trainer.loss, trainer.defines("training_step"), trainer.model
+    )
     lrs = schedule(start_lr, end_lr, num_steps, mode)
     if not _is_number(smooth) or not 0 < smooth <= 1:
         raise ValueError(f"`smooth` must be in (0, 1] (1: no smoothing); received {smooth!r}.")
