@@ -20,6 +20,7 @@ from kiln.optim import (
     LinearSchedule,
     WarmupCosine,
 )
+from tests.helpers import CrashAtStep, SimulatedCrashError
 
 X, Y = torch.randn(10, 2), torch.randn(10, 1)
 QUNET_CHAIN = [
@@ -328,19 +329,6 @@ def test_a_state_of_another_kind_is_refused():
 
 
 # -- resume -------------------------------------------------------------------------------
-
-
-class SimulatedCrashError(Exception):
-    """Stands for the process dying."""
-
-
-class CrashAtStep(kiln.Callback):
-    def __init__(self, step: int | None) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: kiln.Trainer) -> None:
-        if trainer.state.step == self.step:
-            raise SimulatedCrashError
 
 
 class FlatNet(nn.Module):

@@ -18,6 +18,7 @@ import torch
 import kiln
 from kiln.loop.step_methods import is_causal_lm, metric_inputs
 from tests.distributed.group import run_forked
+from tests.helpers import CrashAtStep, SimulatedCrashError
 
 transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
@@ -180,19 +181,6 @@ def test_token_logits_are_shifted_for_causal_models_only() -> None:
     output, target = metric_inputs(bert(), {"logits": logits}, labels)  # token classification
     assert output.shape == (2, 7, 5)
     assert torch.equal(target, labels)
-
-
-class SimulatedCrashError(Exception):
-    """Stands for the process dying."""
-
-
-class CrashAtStep(kiln.Callback):
-    def __init__(self, step: int | None) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: kiln.Trainer) -> None:
-        if trainer.state.step == self.step:
-            raise SimulatedCrashError(f"crash after step {self.step}")
 
 
 def lm_run(directory: Path, crash_at: int | None) -> kiln.Trainer:

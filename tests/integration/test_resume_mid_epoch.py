@@ -11,19 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import kiln
 from kiln.callbacks import StepCheckpoint
-
-
-class SimulatedCrashError(Exception):
-    """Stands for the process dying."""
-
-
-class CrashAtStep(kiln.Callback):
-    def __init__(self, step: int | None) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: kiln.Trainer) -> None:
-        if trainer.state.step == self.step:
-            raise SimulatedCrashError(f"crash after step {self.step}")
+from tests.helpers import CrashAtStep, SimulatedCrashError
 
 
 class NoisyDataset(Dataset):
