@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import auto
 import numpy as np
 import pytest
 import torch
 
-from tests.bench import BENCH
+from tests.bench import run_bench
 
 
 def test_scores_are_accuracy_at_one_half_and_r2() -> None:
@@ -55,15 +52,8 @@ def test_one_grid_run_gives_what_a_shorter_run_gives_at_each_epoch_count() -> No
 @pytest.mark.slow
 def test_quick_auto_benchmark_prints_every_row() -> None:
     """`--quick --splits 2 --seeds 1` exits 0 and prints all three tables and the command."""
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "auto.py"), "--quick", "--splits", "2", "--seeds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    stdout = run_bench("auto.py", "--quick", "--splits", "2", "--seeds", "1")
+    lines = stdout.splitlines()
     for task in ("breast cancer", "diabetes"):
         for label in auto.CONTENDERS:
             # the scores' row, then (for a baseline) the paired differences' row
@@ -74,6 +64,6 @@ def test_quick_auto_benchmark_prints_every_row() -> None:
             assert all(pair.endswith(("| holds |", "| missed |")) for pair in pairs), pairs
         assert len([line for line in lines if line.startswith(f"| {task} | 0 | ")]) == 1
         assert len([line for line in lines if line.startswith(f"| {task} | 1 | ")]) == 1
-    assert "auto runs ended by early stopping before n_epochs: breast cancer " in result.stdout
-    assert "nan" not in result.stdout
-    assert "Reproduce: `python bench/auto.py --quick --splits 2 --seeds 1`" in result.stdout
+    assert "auto runs ended by early stopping before n_epochs: breast cancer " in stdout
+    assert "nan" not in stdout
+    assert "Reproduce: `python bench/auto.py --quick --splits 2 --seeds 1`" in stdout

@@ -1,14 +1,10 @@
 """Smoke test of bench/checkpoint.py: its quick version runs and prints every row (slow)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.bench import BENCH
-
-SCRIPT = BENCH / "checkpoint.py"
+from tests.bench import run_bench
 
 OPERATION_ROWS = (
     "| `torch.save(dict, path)` |",
@@ -34,22 +30,17 @@ def test_quick_checkpoint_benchmark_prints_every_row_and_cleans_up(tmp_path: Pat
     markdown = tmp_path / "report.md"
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--rounds", "1", "--dir", str(scratch)]
-        + ["--markdown", str(markdown)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    stdout = run_bench(
+        "checkpoint.py", "--quick", "--rounds", "1", "--dir", str(scratch), "--markdown",
+        str(markdown),
+    )  # fmt: skip
+    lines = stdout.splitlines()
     for row in OPERATION_ROWS + RATIO_ROWS:
         matching = [line for line in lines if line.startswith(row)]
-        assert len(matching) == 1, f"{row!r} missing from:\n{result.stdout}"
+        assert len(matching) == 1, f"{row!r} missing from:\n{stdout}"
         assert "nan" not in matching[0], matching[0]
     save_row = next(line for line in lines if line.startswith(OPERATION_ROWS[2]))
     assert save_row.endswith(("| pass |", "| FAIL |")), save_row  # its memory verdict
-    assert "Reproduce: `python bench/checkpoint.py --quick --rounds 1`" in result.stdout
-    assert markdown.read_text() == result.stdout.rstrip("\n") + "\n"
+    assert "Reproduce: `python bench/checkpoint.py --quick --rounds 1`" in stdout
+    assert markdown.read_text() == stdout.rstrip("\n") + "\n"
     assert list(scratch.iterdir()) == [], "the benchmark left files behind"

@@ -1,30 +1,20 @@
 """Smoke test of bench/distributed.py: the quick version measures both contenders (slow)."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.bench import BENCH
-
-SCRIPT = BENCH / "distributed.py"
+from tests.bench import run_bench
 
 
 @pytest.mark.slow
 def test_quick_distributed_benchmark_reports_both_contenders(tmp_path: Path) -> None:
     """`--quick --rounds 1` exits 0 and writes a row per contender with positive numbers."""
     markdown = tmp_path / "report.md"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--rounds", "1", "--markdown", str(markdown)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    stdout = run_bench("distributed.py", "--quick", "--rounds", "1", "--markdown", str(markdown))
     report = markdown.read_text()
-    assert report.strip() == result.stdout.strip()
+    assert report.strip() == stdout.strip()
     for contender in ("torch DDP", "kiln"):
         row = re.search(
             rf"\| tiny MLP 32-64-64-10 \(6,922 parameters\) \| {contender} \| (.*) \|$",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import overhead
 import pytest
 
-from tests.bench import BENCH
+from tests.bench import run_bench
 
 
 def test_every_group_starts_with_the_raw_loop_and_holds_its_rows_contenders() -> None:
@@ -31,25 +29,19 @@ def test_the_metrics_are_also_timed_against_kiln_without_them() -> None:
 def test_quick_overhead_benchmark_prints_every_row(tmp_path: Path) -> None:
     """`--quick --rounds 1` exits 0, prints every row twice (two batch sizes) and the checks."""
     markdown = tmp_path / "report.md"
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "overhead.py"), "--quick", "--rounds", "1"]
-        + ["--markdown", str(markdown)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    stdout = run_bench(
+        "overhead.py", "--quick", "--rounds", "1", "--markdown", str(markdown), timeout=600
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    lines = stdout.splitlines()
     for row in overhead.ROWS:
         matching = [line for line in lines if line.startswith(f"| {row.label} |")]
-        assert len(matching) == 2, f"{row.label!r} missing from:\n{result.stdout}"
+        assert len(matching) == 2, f"{row.label!r} missing from:\n{stdout}"
         assert all(line.endswith(("| pass |", "| FAIL |", "| reference |")) for line in matching)
     reads = [line for line in lines if line.endswith("| <= 1 | pass |")]
-    assert len(reads) == 10, result.stdout  # every logger's host-read check, none failing
-    assert "cores busy meanwhile" in result.stdout
-    assert "Reproduce: `python bench/overhead.py --quick --rounds 1`" in result.stdout
-    assert markdown.read_text() == result.stdout.rstrip("\n") + "\n"
+    assert len(reads) == 10, stdout  # every logger's host-read check, none failing
+    assert "cores busy meanwhile" in stdout
+    assert "Reproduce: `python bench/overhead.py --quick --rounds 1`" in stdout
+    assert markdown.read_text() == stdout.rstrip("\n") + "\n"
 
 
 def test_the_foreach_hand_loop_is_a_reference_and_kiln_has_stricter_targets_at_64() -> None:
