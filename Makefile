@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # own dependency, torch>=2.1).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow lint docs bench bench-checkpoint bench-distributed clean
+.PHONY: demo test test-slow lint docs bench bench-checkpoint bench-distributed bench-tables clean
 
 # pip runs quietly; the echo lines say what each step is and how long it takes, so that the
 # first run (minutes, mostly torch's download) is not taken for a hang.
@@ -56,6 +56,12 @@ bench-checkpoint: $(VENV)/.installed
 
 bench-distributed: $(VENV)/.installed
 	$(BIN)/python bench/distributed.py
+
+# kiln fit against LightGBM, XGBoost, CatBoost, HistGradientBoosting, RealMLP-TD and a linear
+# model on the development tables; the contenders are benchmark dependencies, not kiln's.
+bench-tables: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -r bench/requirements-tables.txt
+	$(BIN)/python bench/tables.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -39,6 +39,11 @@ kiln without metrics) and with each logger alone, writing under a temporary dire
 whose package is missing is left out, with a note. Every contender trains its own model and Adam
 optimizer (lr 1e-3), built from the same seed.
 
+One more row trains a tiny GPT-2 (`transformers`, two layers of width 32) through kiln against
+the hand loop a user writes for a Hugging Face model (`out = model(**batch); out.loss.backward()`),
+over the same in-memory dict batches, both with foreach Adam; `huggingface.py` holds it, and it
+is left out, with a note, when `transformers` is missing.
+
 The report ends with a check that no logger reads a device tensor on the host (a
 synchronisation on an accelerator) more than once per logging interval (`host_reads.py`).
 
@@ -57,6 +62,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import huggingface
 import torch
 from common import (
     BusyMeter,
@@ -90,11 +96,16 @@ class Config:
     warmup: int  # untimed epochs per contender before the first round
     import_runs: int  # fresh interpreters for the import time
     calls: int  # calls per contender and round of the fixed cost of a `fit` call
+    hf_steps: int  # batches per epoch of the tiny GPT-2 row
     batch_sizes: tuple[int, ...] = (64, 256)
 
 
-FULL = Config(samples=50_000, rounds=7, loader_rounds=5, warmup=2, import_runs=5, calls=300)
-QUICK = Config(samples=5_000, rounds=3, loader_rounds=2, warmup=1, import_runs=1, calls=20)
+FULL = Config(
+    samples=50_000, rounds=7, loader_rounds=5, warmup=2, import_runs=5, calls=300, hf_steps=200
+)
+QUICK = Config(
+    samples=5_000, rounds=3, loader_rounds=2, warmup=1, import_runs=1, calls=20, hf_steps=10
+)
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,11 @@ def group_names(group: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+#: The tiny GPT-2 row (`huggingface.py`): its own model, batches and hand loop, so outside `ROWS`.
+HF_ROW = Row(
+    huggingface.LABEL, "huggingface", "kiln_hf", "hand_hf", huggingface.TARGET, huggingface.NEEDS
+)
+
 GROUPS = {row.group: group_names(row.group) for row in ROWS}
 #: The optional package each contender needs, when it needs one.
 NEEDS = {row.contender: row.needs for row in ROWS if row.needs}
@@ -202,6 +218,14 @@ def measure_overhead(config: Config, folder: Path) -> list[tuple[Row, int, list[
     return results
 
 
+def measure_huggingface(config: Config) -> list[tuple[Row, int, list[float]]]:
+    """Return the tiny GPT-2 row's per-round ratios, or nothing when `transformers` is missing."""
+    if not available(HF_ROW.needs):
+        return []
+    hf_config = huggingface.Config(config.hf_steps, config.rounds, config.warmup)
+    return [(HF_ROW, huggingface.BATCH_SIZE, huggingface.measure(hf_config))]
+
+
 def measure_call(config: Config, folder: Path, batch_size: int = 64) -> list[float]:
     """Return the per-round milliseconds a warm `fit(epochs=1)` call adds to the raw loop's epoch.
 
@@ -243,7 +267,9 @@ def call_line(milliseconds: list[float]) -> str:
 
 def missing() -> str:
     """Return the report's note on rows left out for a missing package (empty when none)."""
-    notes = [f"{row.label} (needs {row.needs})" for row in ROWS if not available(row.needs)]
+    notes = [
+        f"{row.label} (needs {row.needs})" for row in (*ROWS, HF_ROW) if not available(row.needs)
+    ]
     return f"Not measured, their package being missing: {'; '.join(notes)}.\n" if notes else ""
 
 
@@ -307,7 +333,9 @@ def report(
         f"Machine: {machine()}.\n"
         f"Workload: {config.samples:,} samples; median of {config.rounds} interleaved rounds "
         f"({config.loader_rounds} for the DataLoader rows) after {config.warmup} warm-up "
-        f"epoch(s). The benchmark took {seconds:.0f} s.{load_sentence(others)}\n"
+        f"epoch(s); the tiny GPT-2 row: {config.hf_steps} batches of {huggingface.BATCH_SIZE} "
+        f"sequences of {huggingface.LENGTH} tokens per epoch. The benchmark took "
+        f"{seconds:.0f} s.{load_sentence(others)}\n"
         f"{missing()}"
         f"Reproduce: `{command}` (the defaults are `make bench`)\n\n"
         "Host reads of device tensors by each logger (a synchronisation each on an accelerator), "
@@ -331,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     meter = BusyMeter()
     with tempfile.TemporaryDirectory(prefix="kiln-bench-overhead-") as folder:
         print("Timing epochs (stderr shows progress; the report follows)...", file=sys.stderr)
-        results = measure_overhead(config, Path(folder))
+        results = measure_overhead(config, Path(folder)) + measure_huggingface(config)
         call = measure_call(config, Path(folder))
         print("Timing imports...", file=sys.stderr)
         import_seconds = measure_import(config.import_runs)

@@ -51,9 +51,10 @@ def test_cli_help_lists_every_command_with_examples(capsys):
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        ("fit", ["--target COLUMN", "--epochs EPOCHS", "(default: 100)", "--batch-size",
-                 "(default: 64)", "--lr LR", "--hidden [WIDTH ...]", "(default: [64, 64])",
-                 "--val VAL", "(default: 0.1)", "--seed SEED", "(default: 0)", "--device",
+        ("fit", ["--target COLUMN", "--epochs EPOCHS", "by the table's size", "--batch-size",
+                 "(default: 256)", "--lr LR", "--hidden [WIDTH ...]",
+                 "(default: [256, 256, 256])", "--val VAL", "(default: 0.2)", "--seed SEED",
+                 "(default: 0)", "--device",
                  "(default: auto)", "--resume", "--kind COLUMN=KIND", "--ignore COLUMN",
                  "examples:\n  kiln fit houses.csv --target price"]),
         ("predict", ["run", "data", "--output OUTPUT", "(default: -)", "TARGET_proba_LABEL",

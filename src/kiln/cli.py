@@ -153,10 +153,12 @@ def _add_fit(commands: Any) -> None:
             "values are categories (one-hot up to 16 slots, an embedding beyond). A target is "
             "regression (numbers), binary (two values, any labels) or multiclass (text, or at "
             "most 10 whole numbers).",
-            "Training is the auto preset: the mixed regression/classification criterion, "
-            "RAdam+Lookahead, golden-ratio decay with restarts, early stopping on the "
-            "validation score, the best weights kept. To stop early, create the file "
-            "./stop_RUNNAME.",
+            "The network and its training follow the 'Better by default' MLP (RealMLP): "
+            "robustly scaled, smoothly clipped numbers with periodic embeddings, a learnable "
+            "scale per input, three hidden layers, smoothed labels, a learning rate in four "
+            "lengthening cycles over a number of epochs set by the table's size, and the "
+            "weights of the epoch with the best validation loss kept (docs/guides/cli.md). To "
+            "stop early, create the file ./stop_RUNNAME.",
         ),
         epilog="examples:\n"
         "  kiln fit houses.csv --target price\n"
@@ -179,22 +181,37 @@ def _add_fit(commands: Any) -> None:
         metavar="RUN",
         help="the run directory (default: runs/<data file name without suffix>)",
     )
-    fit.add_argument("--epochs", type=int, default=100, help="the most epochs to train")
-    fit.add_argument("--batch-size", type=int, default=64, help="rows per batch")
-    fit.add_argument("--lr", type=float, default=3e-3, help="the learning rate")
+    fit.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="the epochs to train (default: 256 for up to 2,000 rows, fewer for larger tables)",
+    )
+    fit.add_argument("--batch-size", type=int, default=256, help="rows per batch")
+    fit.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="the peak learning rate (default: 0.04 with a classification target, else 0.2)",
+    )
     fit.add_argument(
         "--hidden",
         type=int,
         nargs="*",
-        default=[64, 64],
+        default=[256, 256, 256],
         metavar="WIDTH",
         help="hidden layer widths (none: a linear model)",
     )
-    fit.add_argument("--drop", type=float, default=0.0, help="dropout after each hidden layer")
+    fit.add_argument(
+        "--drop",
+        type=float,
+        default=0.15,
+        help="dropout after each hidden layer, for the first half of training (then it fades)",
+    )
     fit.add_argument(
         "--val",
         type=float,
-        default=0.1,
+        default=0.2,
         help="the fraction of rows held out for validation (the same rows for the same --seed)",
     )
     fit.add_argument("--seed", type=int, default=0, help="the seed of the split and the model")
@@ -263,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the `kiln` command.
 
     Example:
-        >>> build_parser().parse_args(["fit", "data.csv", "--target", "y"]).epochs
-        100
+        >>> build_parser().parse_args(["fit", "data.csv", "--target", "y"]).batch_size
+        256
     """
     from kiln import __version__
 

@@ -37,6 +37,9 @@ def test_quick_overhead_benchmark_prints_every_row(tmp_path: Path) -> None:
         matching = [line for line in lines if line.startswith(f"| {row.label} |")]
         assert len(matching) == 2, f"{row.label!r} missing from:\n{stdout}"
         assert all(line.endswith(("| pass |", "| FAIL |", "| reference |")) for line in matching)
+    gpt2 = [line for line in lines if line.startswith(f"| {overhead.HF_ROW.label} |")]
+    assert len(gpt2) == 1, stdout  # the tiny GPT-2 row, at its one batch size
+    assert gpt2[0].endswith(("| pass |", "| FAIL |"))
     reads = [line for line in lines if line.endswith("| <= 1 | pass |")]
     assert len(reads) == 10, stdout  # every logger's host-read check, none failing
     assert "cores busy meanwhile" in stdout

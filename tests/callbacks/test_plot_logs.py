@@ -145,7 +145,6 @@ def test_plots_are_drawn_after_a_run_that_raised(tmp_path):
     [
         ({"directory": None}, TypeError, "`directory` must be a non-empty.*received None"),
         ({"directory": ""}, TypeError, "`directory` must be a non-empty.*received ''"),
-        ({"formats": ()}, ValueError, r"at least one file format.*received \(\)"),
         ({"formats": ["png", 3]}, ValueError, r"received \('png', 3\)"),
         ({"formats": 5}, TypeError, "`formats` must be a format name.*received int"),
     ],
@@ -153,6 +152,15 @@ def test_plots_are_drawn_after_a_run_that_raised(tmp_path):
 def test_bad_arguments_are_refused_with_a_clear_message(kwargs, error, message):
     with pytest.raises(error, match=message):
         PlotLogs(**kwargs)
+
+
+def test_no_formats_leaves_the_plots_out_of_a_directory(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not even imported
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    trainer = make_trainer([PlotLogs("plots", formats=())], tmp_path)
+    fit(trainer, epochs=1)
+    assert (tmp_path / "log.tsv").exists()
+    assert not (tmp_path / "plots").exists()
 
 
 def test_an_unknown_format_is_refused_before_training(tmp_path):

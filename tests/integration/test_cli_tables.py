@@ -16,10 +16,11 @@ import torch
 
 import kiln
 from kiln.cli import main
-from kiln.presets import read_auto_record
 from kiln.tables.model import build_loss
 from kiln.tables.read import read_table
+from kiln.tables.recipe import TableSchedule
 from kiln.tables.spec import TableSpec
+from tests.helpers import SimulatedCrashError
 
 datasets = pytest.importorskip("sklearn.datasets")
 QUICK = ["--epochs", "4", "--hidden", "16", "--lr", "0.03", "--quiet", "--device", "cpu"]
@@ -70,10 +71,10 @@ def test_fit_predict_evaluate_binary(cancer, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["fit", str(cancer), "--target", "target", "--out", str(run), *QUICK]) == 0
     shown = capsys.readouterr().out
-    assert "Trained 4 epochs on 512 rows, validated on 57." in shown
+    assert "Trained 4 epochs on 455 rows, validated on 114." in shown
     assert "target  data   accuracy  log_loss  auc" in shown
     assert f"model  {run / 'model.kiln'}" in shown
-    for name in ("model.kiln", "table.json", "summary.json", "log.tsv", "last.ckpt", "run.pt"):
+    for name in ("model.kiln", "table.json", "summary.json", "log.tsv", "last.ckpt"):
         assert (run / name).is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metrics"]["val"]["target"]["accuracy"] > 0.8
@@ -95,12 +96,12 @@ def test_fit_predict_evaluate_binary(cancer, tmp_path, capsys):
     assert main(["evaluate", str(run), str(cancer)]) == 0
     assert "target  cancer.csv  " in capsys.readouterr().out
 
-    # The model file is an ordinary kiln trainer file; the best weights are in the preset's.
+    # The model file is an ordinary kiln trainer file, with the best epoch's weights.
     spec = TableSpec.load(run / "table.json")
     loaded = kiln.load(run / "model.kiln", loss=build_loss(spec), device="cpu", progress=False)
     inputs = torch.from_numpy(spec.encode_features(read_table(cancer)))
     assert torch.equal(loaded.predict(inputs)[:, 0], torch.from_numpy(probabilities[:, 1]).float())
-    assert read_auto_record(run / "run.pt")["epoch"] >= 1
+    assert 1 <= summary["best_epoch"] <= summary["epochs"] == 4
 
 
 def test_regression_predictions_are_in_the_original_units(diabetes, tmp_path, capsys):
@@ -178,11 +179,22 @@ def read_csv_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
     return lines[0], lines[1:]
 
 
-def test_resume_continues_the_run_exactly(diabetes, tmp_path):
+def test_resume_continues_the_run_exactly(diabetes, tmp_path, monkeypatch):
     base = ["fit", str(diabetes), "-t", "target", "--hidden", "8", "-q", "--device", "cpu"]
     assert main([*base, "--epochs", "4", "-o", str(tmp_path / "whole")]) == 0
-    assert main([*base, "--epochs", "2", "-o", str(tmp_path / "part")]) == 0
-    assert main([*base, "--epochs", "4", "-o", str(tmp_path / "part"), "--resume"]) == 0
+
+    schedule = TableSchedule.on_train_batch_start
+
+    def crashing(self, trainer):  # the process dies in the second epoch (2 steps a pass)
+        if trainer.state.step == 3:
+            raise SimulatedCrashError("killed")
+        schedule(self, trainer)
+
+    monkeypatch.setattr(TableSchedule, "on_train_batch_start", crashing)
+    with pytest.raises(SimulatedCrashError):
+        main([*base, "--epochs", "4", "-o", str(tmp_path / "part")])
+    monkeypatch.undo()
+    assert main([*base, "-o", str(tmp_path / "part"), "--resume"]) == 0  # its saved 4 epochs
     assert without_time(tmp_path / "part" / "log.tsv") == without_time(
         tmp_path / "whole" / "log.tsv"
     )
@@ -415,7 +427,7 @@ def damage(run: Path, how: str) -> tuple[Path, str]:
     else:  # model-from-another-run: a model with other inputs beside this run's spec
         other = kiln.Trainer(kiln.MLP(5, [16, 16], 1), loss="bce_with_logits", device="cpu")
         other.save(model)
-        return model, f"does not fit {spec}: 0.weight has the shape (16, 5) where"
+        return model, f"does not fit {spec}: 0.bias (shape (16,)) is not a weight of the spec"
     return model, "damaged"
 
 

@@ -11,7 +11,12 @@ import torch
 
 import kiln
 from kiln.losses import MixedCriterion
-from kiln.tables.kinds import CATEGORICAL_MAX_INTEGERS, ONE_HOT_MAX, embedding_dim
+from kiln.tables.kinds import (
+    CATEGORICAL_MAX_INTEGERS,
+    ONE_HOT_MAX,
+    embedding_dim,
+    robust_scaling,
+)
 from kiln.tables.metrics import (
     classification_metrics,
     format_metrics,
@@ -309,9 +314,25 @@ def test_numeric_encoding_uses_training_rows_only():
     t = table(x=[1.5, 3.5, np.nan, 100.5], y=[0.5, 1.5, 2.5, 3.5])
     spec = TableSpec.infer(t, ["y"], train_rows=np.array([0, 1, 2]))
     column = spec.features[0]
-    assert (column["mean"], column["std"], column["indicator"]) == (2.5, 1.0, True)
+    assert (column["center"], column["spread"], column["indicator"]) == (2.5, 1.0, True)
     encoded = spec.encode_features(t)
-    np.testing.assert_array_equal(encoded, [[-1, 0], [1, 0], [0, 1], [98, 0]])
+    clipped = [x / np.sqrt(1 + (x / 3) ** 2) for x in (-1.0, 1.0, 98.0)]
+    np.testing.assert_allclose(
+        encoded, [[clipped[0], 0], [clipped[1], 0], [0, 1], [clipped[2], 0]], rtol=1e-6
+    )
+
+
+def test_robust_scaling_ignores_outliers_and_falls_back_to_the_range():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 1e9])
+    center, spread = robust_scaling(values)
+    assert (center, spread) == (3.5, 2.5)  # the outlier moves neither
+    assert robust_scaling(np.array([0.0] * 9 + [6.0])) == (0.0, 3.0)  # quartiles coincide
+    assert robust_scaling(np.array([7.0, 7.0])) == (7.0, 1.0)
+    assert robust_scaling(np.array([])) == (0.0, 1.0)
+    t = table(x=[1.5, 2.5, 3.5, 4.5, 5.5, 1e9 + 0.5], y=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5])
+    encoded = TableSpec.infer(t, ["y"]).encode_features(t)[:, 0]
+    assert encoded.max() <= 3.0  # the outlier is clipped smoothly
+    assert np.all(np.diff(encoded) > 0)  # and the order of the values is kept
 
 
 def test_categorical_encoding_unknown_and_missing_share_slot_zero():
@@ -329,6 +350,13 @@ def test_embedded_columns_come_last_as_indices():
     encoded = spec.encode_features(t)
     assert encoded.shape == (20, 2)
     np.testing.assert_array_equal(encoded[:, 1], np.arange(1, 21))
+
+
+def test_regression_predictions_stay_within_the_training_range():
+    spec = TableSpec.infer(table(x=[0.5, 1.5, 2.5], r=[10.5, 20.5, 30.5]), ["r"])
+    assert (spec.targets[0]["low"], spec.targets[0]["high"]) == (10.5, 30.5)
+    outputs = np.array([[-100.0], [0.0], [100.0]])  # standardised: far below, mean, far above
+    np.testing.assert_allclose(spec.decode(outputs)["r"], [10.5, 20.5, 30.5])
 
 
 def test_targets_encode_and_decode_to_the_original_label_space():
@@ -385,7 +413,7 @@ def test_spec_json_round_trip_and_bad_files(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(TableError, match="bad.json is not valid JSON"):
         TableSpec.load(tmp_path / "bad.json")
-    with pytest.raises(TableError, match="is not a table spec of format 1 \\(found 7\\)"):
+    with pytest.raises(TableError, match="is not a table spec of format 2 \\(found 7\\)"):
         TableSpec.from_dict({"format": 7})
 
 
@@ -398,7 +426,10 @@ def test_spec_json_round_trip_and_bad_files(tmp_path):
             lambda d: d["features"][0].pop("vocabulary"),
             "categorical column 'c' has no valid 'v",
         ),
-        (lambda d: d["features"][1].update(std=0), "the numeric column 'x' has no valid 'std' (0)"),
+        (
+            lambda d: d["features"][1].update(spread=0),
+            "the numeric column 'x' has no valid 'spread' (0)",
+        ),
         (lambda d: d["features"][0].update(kind="text"), "column 'c' has the kind 'text', not one"),
         (
             lambda d: d["targets"][0].update(labels=["u"]),
@@ -406,7 +437,7 @@ def test_spec_json_round_trip_and_bad_files(tmp_path):
         ),
         (lambda d: d.update(ignored="id"), "its 'ignored' is not a list of column names"),
     ],
-    ids=["no-features", "no-targets", "no-vocabulary", "zero-std", "kind", "labels", "ignored"],
+    ids=["no-features", "no-targets", "no-vocabulary", "zero-spread", "kind", "labels", "ignored"],
 )
 def test_a_damaged_spec_names_what_is_wrong(change, message):
     t = table(c=["a", "b", "a"], x=[0.5, np.nan, 1.5], y=["u", "v", "u"])
@@ -422,7 +453,7 @@ def test_a_damaged_spec_names_what_is_wrong(change, message):
 
 
 def test_table_net_is_rebuilt_by_kiln_load(tmp_path):
-    net = TableNet(dense=2, embeddings=[[5, 3]], hidden=[4], output=1)
+    net = TableNet(numeric=1, dense=2, embeddings=[[5, 3]], hidden=[4], output=1)
     trainer = kiln.Trainer(net, loss="mse", device="cpu", progress=False)
     x = torch.tensor([[0.5, -1.0, 4.0], [0.0, 1.0, 0.0]])
     trainer.save(tmp_path / "m.kiln")
@@ -431,11 +462,16 @@ def test_table_net_is_rebuilt_by_kiln_load(tmp_path):
     assert torch.equal(loaded.predict(x), trainer.predict(x))
 
 
-def test_build_model_chooses_mlp_or_table_net():
-    plain = TableSpec.infer(table(x=[0.5, 1.5], y=[0.5, 2.5]), ["y"])
-    assert type(build_model(plain, [8], 0.0)) is kiln.MLP
-    wide = TableSpec.infer(table(c=[f"v{i}" for i in range(20)], y=[0.5] * 19 + [1.5]), ["y"])
-    assert isinstance(build_model(wide, [8], 0.0), TableNet)
+def test_build_model_fits_the_columns_and_the_targets():
+    numbers = TableSpec.infer(table(x=[0.5, 1.5, np.nan], y=[0.5, 2.5, 1.0]), ["y"])
+    net = build_model(numbers, [8], 0.0)
+    assert (net.numeric, net.dense, len(net.embeddings)) == (1, 2, 0)  # x and its indicator
+    assert isinstance(net.layers[1].act, torch.nn.Mish)  # regression
+    wide = TableSpec.infer(table(c=[f"v{i}" for i in range(20)], y=["a"] * 19 + ["b"]), ["y"])
+    net = build_model(wide, [8], 0.0)
+    assert (net.numeric, net.dense, len(net.embeddings)) == (0, 0, 1)
+    assert isinstance(net.layers[1].act, torch.nn.SELU)  # classification
+    assert net(torch.zeros(3, 1)).shape == (3, 1)
 
 
 def test_build_loss_is_the_mixed_criterion_of_the_target_kinds():

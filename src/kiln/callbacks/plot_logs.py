@@ -217,6 +217,9 @@ class PlotLogs(Callback):
         required: If False, a missing matplotlib is a warning and no plots are drawn, rather
             than an error (what an experiment directory does: plots are a convenience there).
 
+    `formats=()` draws nothing: given to a trainer with `dir`, it leaves the plots out of the
+    directory (and matplotlib's import out of the run), as `kiln fit` does for its short runs.
+
     Example:
         >>> import kiln
         >>> plots = kiln.callbacks.PlotLogs("plots", formats=("png", "pdf"))
@@ -246,10 +249,10 @@ class PlotLogs(Callback):
                 f"('png', 'pdf'); received {type(formats).__name__}."
             )
         formats = tuple(formats)
-        if not formats or not all(isinstance(f, str) and f.strip(".") for f in formats):
+        if not all(isinstance(f, str) and f.strip(".") for f in formats):
             raise ValueError(
-                "PlotLogs: `formats` must hold at least one file format name, such as "
-                f"('png',) or ('png', 'pdf'); received {formats!r}."
+                "PlotLogs: `formats` must hold file format names, such as ('png',) or "
+                f"('png', 'pdf'); received {formats!r}."
             )
         self.directory = Path(directory).expanduser()
         self.formats = tuple(f.strip(".").lower() for f in formats)
@@ -261,8 +264,12 @@ class PlotLogs(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         """Check now that matplotlib is there and writes every format, not after training.
 
-        The temporary files that a run killed while writing a figure left go.
+        The temporary files that a run killed while writing a figure left go. With no
+        formats, nothing is checked or drawn (and matplotlib is not imported).
         """
+        if not self.formats:
+            self._skipped = True
+            return
         try:
             figure_class = _figure_class()
         except ImportError as error:

@@ -113,6 +113,9 @@ class MixedCriterion:
         samples: How many targets to read from `dataset`.
         seed: Which targets: the seed of their random choice.
         verbose: Print what was guessed and computed, one `MESSAGE:` line each.
+        smoothing: Label smoothing of the classification columns in the scaled loss, the one
+            training minimises: a binary target t counts as `t * (1 - s) + s / 2`, a class as
+            in `F.cross_entropy(label_smoothing=s)`. The unscaled loss is never smoothed.
 
     Raises:
         ValueError: If the kinds are neither given nor readable, or do not fit the data.
@@ -142,8 +145,14 @@ class MixedCriterion:
         samples: int = 1000,
         seed: int = 42,
         verbose: bool = False,
+        smoothing: float = 0.0,
     ) -> None:
         self.verbose = verbose
+        if not (isinstance(smoothing, (int, float)) and 0 <= smoothing < 1):
+            raise ValueError(
+                f"MixedCriterion: `smoothing` must be a number in [0, 1); received {smoothing!r}."
+            )
+        self.smoothing = float(smoothing)
         targets: np.ndarray | None = None
         if regression_flags is None and kinds is None and dataset is not None:
             regression_flags = getattr(dataset, "regression_flags", None)
@@ -225,8 +234,14 @@ class MixedCriterion:
         self._layout = (width, groups)
         return groups
 
-    def columns(self, output: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
-        """Return the scaled loss of each target column, shape `(T,)`.
+    def columns(
+        self,
+        output: Tensor,
+        target: Tensor,
+        weights: Tensor | None = None,
+        smoothing: float = 0.0,
+    ) -> Tensor:
+        """Return the scaled loss of each target column, shape `(T,)`, labels smoothed so.
 
         Raises:
             ValueError: If the shapes of output, target or weights do not fit the columns.
@@ -250,15 +265,20 @@ class MixedCriterion:
         column_weights = self._column_weights(weights, clean, len(output), output.shape[1])
         simple = output if not groups else output[:, self._simple_outputs(output.shape[1])]
         scaled = (clean - self.mean) / self.std
+        soft = clean * (1 - smoothing) + smoothing / 2 if smoothing else clean
         per_item = torch.where(
             self._regression,
             (simple - scaled) ** 2,
-            F.binary_cross_entropy_with_logits(simple, clean, reduction="none"),
+            F.binary_cross_entropy_with_logits(simple, soft, reduction="none"),
         )
         for column, start, size in groups:
             classes = clean[:, column].long().clamp(0, size - 1)
             per_item[:, column] = F.cross_entropy(
-                output[:, start : start + size], classes, self.class_weights, reduction="none"
+                output[:, start : start + size],
+                classes,
+                self.class_weights,
+                reduction="none",
+                label_smoothing=smoothing,
             )
         per_item = torch.where(valid, per_item, 0.0)
         if column_weights is not None:
@@ -303,17 +323,22 @@ class MixedCriterion:
         """Return the scaled and the unscaled loss, from one computation.
 
         The unscaled MSE of a regression column is its scaled MSE times the column's variance:
-        `((o * std + mean) - y) ** 2 == std ** 2 * (o - (y - mean) / std) ** 2`.
+        `((o * std + mean) - y) ** 2 == std ** 2 * (o - (y - mean) / std) ** 2`. With
+        `smoothing`, the classification columns are computed twice: smoothed, then not.
         """
         losses = self.columns(output, target, weights)
-        return losses.mean(), (losses * self.std**2).mean()
+        if not self.smoothing:
+            return losses.mean(), (losses * self.std**2).mean()
+        smoothed = self.columns(output, target, weights, self.smoothing)
+        return smoothed.mean(), (losses * self.std**2).mean()
 
     def __call__(
         self, output: Tensor, target: Tensor, weights: Tensor | None = None, unscaled: bool = False
     ) -> Tensor:
         """Return the mean loss over the target columns: scaled, or with `unscaled=True` not."""
-        losses = self.columns(output, target, weights)
-        return (losses * self.std**2).mean() if unscaled else losses.mean()
+        if unscaled:
+            return (self.columns(output, target, weights) * self.std**2).mean()
+        return self.columns(output, target, weights, self.smoothing).mean()
 
     def postproc(self, pred: Tensor) -> Tensor:
         """Turn raw outputs into predictions: sigmoid, softmax, and un-scaling of regressions."""
@@ -337,6 +362,7 @@ class MixedCriterion:
             "mean": self.mean.cpu(),
             "std": self.std.cpu(),
             "class_weights": None if self.class_weights is None else self.class_weights.cpu(),
+            "smoothing": self.smoothing,
         }
 
     @classmethod
@@ -346,6 +372,7 @@ class MixedCriterion:
             kinds=state["kinds"],
             scale=[state["mean"].tolist(), state["std"].tolist()],
             class_weights=state.get("class_weights"),
+            smoothing=state.get("smoothing", 0.0),
         )
 
     def __repr__(self) -> str:

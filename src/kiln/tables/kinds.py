@@ -6,9 +6,11 @@ dicts `TableSpec` keeps. What does not: encoding values with them (`spec.py`).
 
 Feature kinds and their encoding:
 
-- **numeric** (numbers): standardised with the training mean and standard deviation; a missing
-  value becomes the training mean, and a column that had missing values in training gets a
-  0/1 missing-indicator input beside it.
+- **numeric** (numbers): centred on the training median, divided by a robust spread (the
+  distance between the quartiles, or half the range where the quartiles coincide) and clipped
+  smoothly, `x / sqrt(1 + (x / 3) ** 2)`, so that outliers stay within about 3 while the bulk
+  of the values keeps its shape (RealMLP's preprocessing). A missing value becomes the median
+  (0), and a column that had missing values in training gets a 0/1 missing-indicator input.
 - **categorical** (text, or whole numbers with at most `CATEGORICAL_MAX_INTEGERS` distinct
   values): a vocabulary of the training labels, with slot 0 for labels unseen in training and
   for missing values. Up to `ONE_HOT_MAX` slots: one 0/1 input per slot; more: an index into a
@@ -16,7 +18,8 @@ Feature kinds and their encoding:
   zeros and would give rare labels as many weights as common ones).
 
 Target kinds: **regression** (numbers with more than two distinct values, unless whole numbers
-with at most `MULTICLASS_MAX_INTEGERS` of them; standardised for training, unscaled on output),
+with at most `MULTICLASS_MAX_INTEGERS` of them; standardised for training, unscaled on output
+and kept within the range seen in training, as RealMLP does),
 **binary** (exactly two distinct values of any kind, mapped to 0 and 1 in `label_order`) and
 **multiclass** (text with more than two labels, or few whole numbers: class indices for
 cross-entropy). A given kind (the command's `--kind col=categorical`) overrides these rules.
@@ -72,6 +75,37 @@ def embedding_dim(slots: int) -> int:
     return min(16, max(2, round(math.sqrt(slots))))
 
 
+def robust_scaling(values: np.ndarray) -> tuple[float, float]:
+    """Return `(center, spread)` of `values`: the median, and the distance between the quartiles.
+
+    Where the quartiles coincide (a column mostly of one value), the spread is half the range;
+    for a constant or empty column, 1.
+
+    Example:
+        >>> robust_scaling(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
+        (3.0, 2.0)
+        >>> robust_scaling(np.array([0.0, 0.0, 0.0, 0.0, 8.0]))
+        (0.0, 4.0)
+    """
+    if not len(values):
+        return 0.0, 1.0
+    low, center, high = np.quantile(values, [0.25, 0.5, 0.75])
+    spread = float(high - low)
+    if not spread > 0:
+        spread = float(values.max() - values.min()) / 2
+    return float(center), spread if spread > 0 else 1.0
+
+
+def smooth_clip(values: np.ndarray) -> np.ndarray:
+    """Return `values / sqrt(1 + (values / 3) ** 2)`: near the identity around 0, below 3 in size.
+
+    Example:
+        >>> smooth_clip(np.array([0.0, 1.0, 30.0])).round(3).tolist()
+        [0.0, 0.949, 2.985]
+    """
+    return values / np.sqrt(1 + (values / 3) ** 2)
+
+
 def numbers_of(table: Table, name: str) -> np.ndarray:
     """Return column `name` as numbers, or raise a `TableError` if it holds text.
 
@@ -118,14 +152,12 @@ def infer_feature(table: Table, name: str, kind: str | None) -> dict[str, Any]:
             kind = "numeric"  # (integers beyond 2**53 can share a float: count their labels)
     if kind == "numeric" and numbers is not None:
         missing = np.isnan(numbers)
-        mean = float(numbers[~missing].mean()) if (~missing).any() else 0.0
-        std = float(numbers[~missing].std()) if (~missing).any() else 1.0
-        std = std if std > 0 else 1.0
+        center, spread = robust_scaling(numbers[~missing])
         return {
             "name": name,
             "kind": "numeric",
-            "mean": mean,
-            "std": std,
+            "center": center,
+            "spread": spread,
             "indicator": bool(missing.any()),
         }
     vocabulary = _distinct_labels(table, name)
@@ -178,6 +210,8 @@ def infer_target(table: Table, name: str, kind: str | None) -> dict[str, Any]:
             "kind": kind,
             "mean": float(values.mean()),
             "std": std if std > 0 else 1.0,
+            "low": float(values.min()),
+            "high": float(values.max()),
         }
     if kind == "binary" and len(distinct) != 2:
         raise TableError(

@@ -108,9 +108,8 @@ def target_metrics(
             continue
         if kind == "regression":
             scale, shift = column["std"], column["mean"]
-            metrics[column["name"]] = regression_metrics(
-                target * scale + shift, block[:, 0] * scale + shift
-            )
+            predicted = np.clip(block[:, 0] * scale + shift, column["low"], column["high"])
+            metrics[column["name"]] = regression_metrics(target * scale + shift, predicted)
             continue
         if kind == "binary":
             block = np.stack([1.0 - block[:, 0], block[:, 0]], axis=1)

@@ -1,106 +1,302 @@
 """The network and the loss `kiln fit` builds for a table, from its `TableSpec`.
 
-What lives here: `TableNet` (embeddings for wide categorical columns, then a `kiln.MLP`),
-`build_model` (a plain `kiln.MLP` when no column is embedded) and `build_loss` (the auto
-preset's `MixedCriterion` for the targets' kinds). What does not: the columns (`spec.py`), the
-training recipe and the run directory (`train.py`), metrics (`metrics.py`).
+What lives here: `TableNet`, the network, and its layers; `build_model` and `build_loss`. What
+does not: the columns and their encoding (`spec.py`), how the network is trained (`recipe.py`),
+the run directory (`train.py`), metrics (`metrics.py`).
+
+The network follows the "Better by default" MLP (RealMLP, Holzmüller et al., NeurIPS 2024),
+measured on kiln's development tables (docs/benchmarks.md):
+
+- a learnable scale per input of the first layer (`FrontScale`), so that the network can
+  ignore a noisy column or stretch an important one early in training;
+- each numeric column embedded by periodic functions of itself (`PeriodicEmbedding`: cosines of
+  random frequencies, mixed by a small linear map per column, beside the value itself), so that
+  one column can carry a sharp function of its value;
+- categorical columns with many values as learned embeddings;
+- hidden layers in the neural-tangent parametrisation (`NTKLinear`: weights drawn from N(0, 1),
+  divided by the square root of the inputs in the forward pass), which makes one learning rate
+  fit every width, and `ScaledActivation`s that can learn to be more linear;
+- dropout whose rate the recipe lowers during training (the `drop` attribute of each `Dropout`).
+
+Example:
+    >>> import torch
+    >>> net = TableNet(numeric=2, dense=3, embeddings=[[20, 4]], hidden=[8], output=2)
+    >>> x = torch.tensor([[0.1, -0.2, 1.0, 7.0], [0.0, 1.0, 0.0, 19.0]])
+    >>> net(x).shape
+    torch.Size([2, 2])
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from kiln.losses.mixed import MixedCriterion
-from kiln.modules import MLP
 from kiln.saving.recipe import record_recipe
 from kiln.tables.spec import TableSpec
 
+#: Activations of the hidden layers, by target kind: SELU for classification, Mish otherwise.
+ACTIVATIONS = {"selu": nn.SELU, "mish": nn.Mish}
 
-class TableNet(nn.Module):
-    """An MLP over dense inputs and embedded categories: what `kiln fit` trains on wide columns.
 
-    The input is one float tensor: `dense` columns that go straight in, then one column of
-    category indices per embedding (stored as floats, exact below 2**24). The embedded vectors
-    are concatenated to the dense inputs and fed to a `kiln.MLP`. The constructor's arguments
-    are recorded, so `kiln.load` rebuilds it from a saved file.
+class NTKLinear(nn.Module):
+    """A linear layer in the neural-tangent parametrisation: `x @ W.T / sqrt(inputs) + b`.
+
+    The weights are drawn from N(0, 1) and divided by the square root of the number of inputs
+    when used, so an optimizer step changes each layer's output by the same amount whatever its
+    width. The biases start at zero.
 
     Args:
-        dense: Dense inputs (numbers, indicators, one-hot slots).
-        embeddings: `[slots, dim]` per embedded column.
-        hidden: Hidden layer widths of the MLP.
-        output: Outputs.
-        drop: Dropout after each hidden layer.
+        inputs: Input features.
+        outputs: Output features.
 
     Example:
-        >>> import torch
-        >>> net = TableNet(dense=3, embeddings=[[20, 4]], hidden=[8], output=2)
-        >>> x = torch.tensor([[0.1, 0.2, 0.3, 7.0], [0.0, 1.0, 0.0, 19.0]])
-        >>> net(x).shape
-        torch.Size([2, 2])
+        >>> layer = NTKLinear(4, 2)
+        >>> layer(torch.ones(3, 4)).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(self, inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(outputs, inputs))
+        self.bias = nn.Parameter(torch.zeros(outputs))
+        self.factor = 1.0 / math.sqrt(inputs)
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Set the weights and biases from a batch of this layer's inputs `x`.
+
+        The weights are drawn from N(0, 1) and rescaled so that each output has standard
+        deviation 1 on `x`; each bias is minus a random convex combination of 5 of that
+        output's values on `x`, so that the units' activations bend where the data lie
+        (RealMLP's "std" and "he+5" initialisations).
+        """
+        weight = torch.randn_like(self.weight)
+        spread = (x @ (weight.T * self.factor)).std(dim=0, correction=0).clamp(min=1e-30)
+        self.weight.copy_(weight / spread.unsqueeze(1))
+        outputs = x @ (self.weight.T * self.factor)
+        rows = torch.randint(0, len(x), (outputs.shape[1], 5), device=x.device)
+        mix = torch.distributions.Exponential(1.0).sample((outputs.shape[1], 5)).to(x.device)
+        picked = outputs.T.gather(1, rows)
+        self.bias.copy_(-(picked * mix / mix.sum(1, keepdim=True)).sum(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return `x @ (W / sqrt(inputs)).T + b`."""
+        output: Tensor = nn.functional.linear(x, self.weight * self.factor, self.bias)
+        return output
+
+
+class ScaledActivation(nn.Module):
+    """`x + alpha * (act(x) - x)` with one learnable `alpha` per unit, starting at 1.
+
+    Args:
+        act: The activation module.
+        width: Units.
+
+    Example:
+        >>> layer = ScaledActivation(nn.SELU(), 3)
+        >>> torch.equal(layer(torch.zeros(2, 3)), torch.zeros(2, 3))
+        True
+    """
+
+    def __init__(self, act: nn.Module, width: int) -> None:
+        super().__init__()
+        self.act = act
+        self.alpha = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Blend the activation with the identity, unit by unit."""
+        activated: Tensor = self.act(x)
+        return x + self.alpha * (activated - x)
+
+
+class FrontScale(nn.Module):
+    """Multiply each input by its own learnable factor, starting at 1.
+
+    Example:
+        >>> FrontScale(3)(torch.ones(2, 3)).tolist()
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Scale the inputs."""
+        return x * self.scale
+
+
+class PeriodicEmbedding(nn.Module):
+    """Embed each numeric column by cosines of its value, mixed per column, beside the value.
+
+    For column j: `z = cos(2 * pi * f_j * x_j + phase_j)` with `frequencies` random frequencies
+    f_j drawn from N(0, sigma) and phases from U(-pi, pi), then a linear map of its own per
+    column (neural-tangent scaled) to `width - 1` numbers, and the value itself in front: each
+    column becomes `width` inputs.
+
+    Args:
+        columns: Numeric columns.
+        frequencies: Cosines per column.
+        width: Outputs per column, the value included.
+        sigma: The spread of the frequencies.
+
+    Example:
+        >>> PeriodicEmbedding(3)(torch.zeros(5, 3)).shape
+        torch.Size([5, 12])
+    """
+
+    def __init__(
+        self, columns: int, frequencies: int = 16, width: int = 4, sigma: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.frequencies = nn.Parameter(sigma * torch.randn(columns, frequencies))
+        self.phases = nn.Parameter(math.pi * (2 * torch.rand(columns, frequencies) - 1))
+        self.weight = nn.Parameter(torch.randn(columns, frequencies, width - 1))
+        self.bias = nn.Parameter(torch.zeros(columns, width - 1))
+        self.factor = 1.0 / math.sqrt(frequencies)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return `(rows, columns * width)`: per column, its value then its embedding."""
+        waves = torch.cos(2 * math.pi * x.unsqueeze(-1) * self.frequencies + self.phases)
+        mixed = torch.einsum("rcf,cfw->rcw", waves, self.weight) * self.factor + self.bias
+        return torch.cat([x.unsqueeze(-1), mixed], dim=-1).flatten(1)
+
+
+class TableNet(nn.Module):
+    """The network `kiln fit` trains: scaled, embedded inputs, then an MLP.
+
+    The input is one float tensor: `numeric` numeric columns, then the other `dense - numeric`
+    dense inputs (missing-value indicators and one-hot slots), then one column of category
+    indices per embedding (stored as floats, exact below 2**24). The numeric inputs are
+    embedded by a `PeriodicEmbedding`, the categories by `nn.Embedding`s; all of it, scaled by
+    a `FrontScale`, feeds hidden `NTKLinear` layers with a `ScaledActivation` and
+    `nn.Dropout` each, and an `NTKLinear` output layer. The constructor's arguments are
+    recorded, so `kiln.load` rebuilds it from a saved file.
+
+    Args:
+        numeric: Numeric columns (the first inputs).
+        dense: Dense inputs, the numeric ones included.
+        embeddings: `[slots, dim]` per embedded column.
+        hidden: Hidden layer widths.
+        output: Outputs.
+        drop: Dropout after each hidden layer (the recipe changes it during training).
+        activation: "selu" or "mish".
+        periodic: Embed the numeric columns (`PeriodicEmbedding`); else they go in as they are.
+
+    Example:
+        >>> net = TableNet(numeric=1, dense=2, embeddings=[], hidden=[8, 8], output=3)
+        >>> net(torch.zeros(4, 2)).shape
+        torch.Size([4, 3])
     """
 
     def __init__(
         self,
+        numeric: int,
         dense: int,
-        embeddings: Sequence[Sequence[int]],
-        hidden: Sequence[int] = (64, 64),
+        embeddings: Sequence[Sequence[int]] = (),
+        hidden: Sequence[int] = (256, 256, 256),
         output: int = 1,
-        drop: float = 0.0,
+        drop: float = 0.15,
+        activation: str = "selu",
+        periodic: bool = True,
     ) -> None:
         super().__init__()
-        self.dense = dense
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"TableNet: `activation` must be one of {', '.join(ACTIVATIONS)}; received "
+                f"{activation!r}."
+            )
+        self.numeric, self.dense = numeric, dense
+        self.periodic = PeriodicEmbedding(numeric) if periodic and numeric else None
+        numeric_width = numeric * 4 if self.periodic is not None else numeric
         self.embeddings = nn.ModuleList(nn.Embedding(slots, dim) for slots, dim in embeddings)
-        width = dense + sum(dim for _, dim in embeddings)
-        self.mlp = MLP(width, list(hidden), output, drop)
+        width = numeric_width + dense - numeric + sum(dim for _, dim in embeddings)
+        self.front = FrontScale(width)
+        layers: list[nn.Module] = []
+        for units in hidden:
+            act = ScaledActivation(ACTIVATIONS[activation](), units)
+            layers += [NTKLinear(width, units), act, nn.Dropout(drop)]
+            width = units
+        layers.append(NTKLinear(width, output))
+        self.layers = nn.Sequential(*layers)
         arguments = {
+            "numeric": numeric,
             "dense": dense,
             "embeddings": [[int(s), int(d)] for s, d in embeddings],
             "hidden": [int(w) for w in hidden],
             "output": output,
             "drop": drop,
+            "activation": activation,
+            "periodic": periodic,
         }
         record_recipe(self, TableNet, (), arguments)
 
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Set every `NTKLinear` layer from a batch of training inputs `x` (`NTKLinear.initialize`).
+
+        Each layer is set in turn, on the outputs of the layers before it, so that every
+        layer starts with outputs of standard deviation 1 on the data.
+        """
+        hidden = self.front(self.features(x))
+        for layer in self.layers:
+            if isinstance(layer, NTKLinear):
+                layer.initialize(hidden)
+            if not isinstance(layer, nn.Dropout):  # the statistics of the data as it is
+                hidden = layer(hidden)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The embedded inputs, before the front scale."""
+        numbers, others = x[:, : self.numeric], x[:, self.numeric : self.dense]
+        if self.periodic is not None:
+            numbers = self.periodic(numbers)
+        parts = [numbers, others]
+        if len(self.embeddings):
+            indices = x[:, self.dense :].long()
+            parts += [embedding(indices[:, i]) for i, embedding in enumerate(self.embeddings)]
+        return torch.cat(parts, dim=1)
+
     def forward(self, x: Tensor) -> Tensor:
-        """Embed the index columns, concatenate them to the dense ones, and run the MLP."""
-        indices = x[:, self.dense :].long()
-        parts = [x[:, : self.dense]]
-        parts += [embedding(indices[:, i]) for i, embedding in enumerate(self.embeddings)]
-        output: Tensor = self.mlp(torch.cat(parts, dim=1))
+        """Embed the inputs, scale each, then run the layers."""
+        output: Tensor = self.layers(self.front(self.features(x)))
         return output
 
 
-def build_model(spec: TableSpec, hidden: Sequence[int], drop: float) -> nn.Module:
-    """Return the network for `spec`: a `kiln.MLP`, or a `TableNet` when columns are embedded.
+def build_model(
+    spec: TableSpec, hidden: Sequence[int], drop: float, periodic: bool = True
+) -> TableNet:
+    """Return the network for `spec`: SELU units for classification targets, Mish otherwise.
 
     Example:
         >>> import numpy as np
         >>> from kiln.tables.read import Table
         >>> values = np.linspace(0, 1, 5)
         >>> table = Table(["x", "y"], {"x": values, "y": values}, "memory")
-        >>> build_model(TableSpec.infer(table, ["y"]), [8], 0.0)
-        MLP(
-          (0): Linear(in_features=1, out_features=8, bias=True)
-          (1): GELU(approximate='none')
-          (2): Linear(in_features=8, out_features=1, bias=True)
-        )
+        >>> net = build_model(TableSpec.infer(table, ["y"]), [8], 0.0)
+        >>> net.numeric, net.dense, sum(p.numel() for p in net.parameters()) > 0
+        (1, 1, True)
     """
     output = sum(width for _, width in spec.output_layout)
-    if spec.embeddings:
-        return TableNet(spec.dense_width, spec.embeddings, list(hidden), output, drop)
-    return MLP(spec.dense_width, list(hidden), output, drop)
+    regression = all(c["kind"] == "regression" for c in spec.targets)
+    activation = "mish" if regression else "selu"
+    return TableNet(
+        spec.numeric_width, spec.dense_width, spec.embeddings, list(hidden), output, drop,
+        activation, periodic,
+    )  # fmt: skip
 
 
-def build_loss(spec: TableSpec) -> MixedCriterion:
-    """Return the auto preset's criterion for `spec`'s targets, in the order of its outputs.
+def build_loss(spec: TableSpec, smoothing: float = 0.0) -> MixedCriterion:
+    """Return the criterion for `spec`'s targets, in the order of its outputs.
 
     Each target is a column of `kiln.losses.MixedCriterion` of its kind (a multiclass target
     of K labels: K outputs). The targets reach it already standardised (`TableSpec`), so its
     own scaling is the identity, and its `postproc` leaves probabilities and standardised
     values, as `TableSpec.decode` expects. Missing (NaN) targets are left out of the loss.
+    `smoothing` smooths the classification labels of the loss training minimises.
 
     Example:
         >>> spec = TableSpec([], [{"name": "r", "kind": "regression", "mean": 0.0, "std": 1.0},
@@ -112,4 +308,4 @@ def build_loss(spec: TableSpec) -> MixedCriterion:
         len(c["labels"]) if c["kind"] == "multiclass" else c["kind"] for c in spec.targets
     ]
     count = len(kinds)
-    return MixedCriterion(kinds=kinds, scale=[[0.0] * count, [1.0] * count])
+    return MixedCriterion(kinds=kinds, scale=[[0.0] * count, [1.0] * count], smoothing=smoothing)

@@ -14,10 +14,10 @@ Example:
     >>> spec = TableSpec.infer(table, ["y"])
     >>> [(c["name"], c["kind"]) for c in spec.features + spec.targets]
     [('x', 'numeric'), ('y', 'binary')]
-    >>> spec.encode_features(table)  # standardised x, then its missing indicator
-    array([[-1.,  0.],
-           [ 0.,  1.],
-           [ 1.,  0.]], dtype=float32)
+    >>> spec.encode_features(table)  # x scaled and clipped, then its missing indicator
+    array([[-0.9486833,  0.       ],
+           [ 0.       ,  1.       ],
+           [ 0.9486833,  0.       ]], dtype=float32)
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from kiln.tables.kinds import (
     infer_feature,
     infer_target,
     numbers_of,
+    smooth_clip,
 )
 from kiln.tables.read import (
     Table,
@@ -49,17 +50,17 @@ from kiln.tables.read import (
 )
 
 #: The version of the JSON layout written by `TableSpec.save`.
-SPEC_FORMAT = 1
+SPEC_FORMAT = 2
 
 
 class TableSpec:
     """The columns of a table: kinds, statistics, vocabularies and target encodings.
 
     Build one with `TableSpec.infer`, or read one with `TableSpec.load`. Every column is a
-    plain dict (written as is to JSON): `name` and `kind`, plus `mean`, `std` and `indicator`
-    for numeric features, `vocabulary` (slot 0, unknown, not listed), `encoding` ("onehot" or
-    "embedding") and `dim` for categorical ones, `mean` and `std` for regression targets, and
-    `labels` for classification targets.
+    plain dict (written as is to JSON): `name` and `kind`, plus `center`, `spread` and
+    `indicator` for numeric features (`kinds.py` says how they encode), `vocabulary` (slot 0,
+    unknown, not listed), `encoding` ("onehot" or "embedding") and `dim` for categorical ones,
+    `mean` and `std` for regression targets, and `labels` for classification targets.
 
     Example:
         >>> import numpy as np
@@ -132,8 +133,13 @@ class TableSpec:
     # ----- the network's inputs and outputs -------------------------------------------------
 
     @property
+    def numeric_width(self) -> int:
+        """Numeric columns: the first inputs of the network."""
+        return sum(column["kind"] == "numeric" for column in self.features)
+
+    @property
     def dense_width(self) -> int:
-        """Inputs that go straight to the network: numbers, indicators and one-hot slots."""
+        """Inputs that go straight to the network: numbers, then indicators and one-hot slots."""
         width = 0
         for column in self.features:
             if column["kind"] == "numeric":
@@ -180,17 +186,23 @@ class TableSpec:
             table.require([c["name"] for c in self.targets], "Target")
 
     def encode_features(self, table: Table) -> np.ndarray:
-        """Return the network's inputs for `table`: float32, dense inputs then embedding indices."""
+        """Return the network's inputs for `table`, float32.
+
+        The numeric columns first, then the other dense inputs (missing-value indicators,
+        one-hot slots), then embedding indices.
+        """
         self.check_columns(table)
         inputs = np.zeros((len(table), self.dense_width + len(self.embeddings)), np.float32)
-        at, embedded = 0, self.dense_width  # filled in place: one float32 copy of the inputs
+        # filled in place: one float32 copy of the inputs
+        number, at, embedded = 0, self.numeric_width, self.dense_width
         for column in self.features:
             name = column["name"]
             if column["kind"] == "numeric":
                 numbers = numbers_of(table, name)
                 missing = np.isnan(numbers)
-                inputs[:, at] = np.where(missing, 0.0, (numbers - column["mean"]) / column["std"])
-                at += 1
+                scaled = smooth_clip((numbers - column["center"]) / column["spread"])
+                inputs[:, number] = np.where(missing, 0.0, scaled)
+                number += 1
                 if column["indicator"]:
                     inputs[:, at] = missing
                     at += 1
@@ -241,8 +253,9 @@ class TableSpec:
 
         Args:
             outputs: `(rows, outputs)` as the loss's `postproc` leaves them: standardised
-                values for regression, the probability of the second label for binary targets,
-                class probabilities for multiclass ones.
+                values for regression (clipped to the training range, `low` to `high`), the
+                probability of the second label for binary targets, class probabilities for
+                multiclass ones.
 
         Returns:
             Columns by name: each target's prediction (numbers or labels), and for a
@@ -253,8 +266,10 @@ class TableSpec:
         for column, (kind, width) in zip(self.targets, self.output_layout, strict=True):
             name, block = column["name"], outputs[:, start : start + width]
             start += width
-            if kind == "regression":
-                columns[name] = block[:, 0].astype(np.float64) * column["std"] + column["mean"]
+            if kind == "regression":  # within the training range: no wild extrapolation
+                values = block[:, 0].astype(np.float64) * column["std"] + column["mean"]
+                low, high = column.get("low", -np.inf), column.get("high", np.inf)
+                columns[name] = np.clip(values, low, high)
                 continue
             if kind == "binary":
                 block = np.stack([1.0 - block[:, 0], block[:, 0]], axis=1)
@@ -328,8 +343,8 @@ def _label_list(value: Any) -> bool:
 #: What each kind of column needs in a spec, and the test of each field.
 _NEEDS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "numeric": {
-        "mean": _number,
-        "std": lambda v: _number(v) and v > 0,
+        "center": _number,
+        "spread": lambda v: _number(v) and v > 0,
         "indicator": lambda v: isinstance(v, bool),
     },
     "categorical": {
@@ -337,7 +352,12 @@ _NEEDS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "encoding": lambda v: v in ("onehot", "embedding"),
         "dim": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     },
-    "regression": {"mean": _number, "std": lambda v: _number(v) and v > 0},
+    "regression": {
+        "mean": _number,
+        "std": lambda v: _number(v) and v > 0,
+        "low": _number,
+        "high": _number,
+    },
     "binary": {"labels": lambda v: _label_list(v) and len(v) == 2},
     "multiclass": {"labels": lambda v: _label_list(v) and len(v) >= 2},
 }

@@ -14,17 +14,21 @@ A run directory holds everything needed to predict (it is also the trainer's `di
 |                          | target labels) and the `TableOptions` of the run                 |
 | `summary.json`           | final metrics per target on the training and validation rows     |
 | `log.tsv`, `last.ckpt`,  | the trainer's experiment files (`kiln.checkpoint.directory`):    |
-| `best/`, `plots/`        | the log, the state `--resume` continues, the best weights, plots |
+| `best/`                  | the log, the state `--resume` continues, the best weights (no    |
+|                          | plots: matplotlib would cost a short run a second or more)       |
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import math
 import os
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +36,42 @@ import numpy as np
 import torch
 
 import kiln
-from kiln.callbacks import ProgressBar
+from kiln.callbacks import PlotLogs, ProgressBar, StopFile
 from kiln.devices import resolve_device
-from kiln.presets import CriterionTrainer, auto_callbacks
-from kiln.presets.auto import MONITOR
+from kiln.presets import CriterionTrainer
 from kiln.tables.metrics import target_metrics
 from kiln.tables.model import build_loss, build_model
 from kiln.tables.read import Table, TableError, as_labels, is_missing
+from kiln.tables.recipe import (
+    SMOOTHING,
+    BestEpoch,
+    TableSchedule,
+    calibrate,
+    make_optimizer,
+    passes,
+    rounds,
+)
 from kiln.tables.spec import TableSpec
 from kiln.trainer import Trainer
 
 MODEL, SPEC, SUMMARY = "model.kiln", "table.json", "summary.json"
+#: The training rows (drawn at random) that set the network's initial weights.
+INIT_ROWS = 1024
+#: What chooses the weights kept: the validation loss without label smoothing.
+MONITOR = "val_unscaled_loss"
+
+
+def default_lr(spec: TableSpec) -> float:
+    """The base learning rate for `spec`'s targets: 0.2 for regression only, else 0.04."""
+    return 0.2 if all(c["kind"] == "regression" for c in spec.targets) else 0.04
 
 
 @dataclass(frozen=True)
 class TableOptions:
-    """How `train_table` trains: the network, the optimizer and the validation split.
+    """How `train_table` trains: the network, its training and the validation split.
+
+    `None` leaves the choice to the recipe (`kiln.tables.recipe`): the passes over the
+    training rows by the table's size, the learning rate by the targets' kinds.
 
     Example:
         >>> TableOptions(hidden=(32,), val=0.2).hidden
@@ -58,12 +82,12 @@ class TableOptions:
         kiln.tables.read.TableError: --val must be in (0, 1): the fraction of rows held out ...
     """
 
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 3e-3
-    hidden: tuple[int, ...] = (64, 64)
-    drop: float = 0.0
-    val: float = 0.1
+    epochs: int | None = None
+    batch_size: int = 256
+    lr: float | None = None
+    hidden: tuple[int, ...] = (256, 256, 256)
+    drop: float = 0.15
+    val: float = 0.2
     seed: int = 0
     device: str = "auto"
     kinds: dict[str, str] = field(default_factory=dict)
@@ -72,16 +96,18 @@ class TableOptions:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "seed"):
             value = getattr(self, name)
+            if name == "epochs" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < (name != "seed"):
                 raise TableError(
                     f"--{name.replace('_', '-')} must be a positive integer; received {value!r}."
                 )
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise TableError(f"--lr must be positive; received {self.lr!r}.")
         if not 0 < self.val < 1:
             raise TableError(
                 "--val must be in (0, 1): the fraction of rows held out for validation, which "
-                f"early stopping and the best weights need; received {self.val!r}."
+                f"choosing the best weights needs; received {self.val!r}."
             )
         if not 0 <= self.drop < 1:
             raise TableError(f"--drop must be in [0, 1); received {self.drop!r}.")
@@ -103,22 +129,37 @@ def split_rows(rows: int, val: float, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def make_trainer(
-    model: torch.nn.Module, spec: TableSpec, options: TableOptions, out: Path, progress: bool
+    model: torch.nn.Module,
+    spec: TableSpec,
+    options: TableOptions,
+    out: Path,
+    progress: bool,
+    steps: int,
+    steps_per_epoch: int,
+    val: tuple[torch.Tensor, torch.Tensor],
 ) -> Trainer:
-    """Return the trainer `kiln fit` uses: the one place the training recipe is chosen.
+    """Return the trainer `kiln fit` uses for `steps` optimizer steps (`kiln.tables.recipe`).
 
-    The auto preset (`kiln.presets`) on the one loop: the
-    `MixedCriterion` of the targets, RAdam inside Lookahead ("ranger"), golden-ratio decay of
-    the rate with restarts, early stopping after 15% of the epochs without a 0.5% gain of
-    `val_score`, the best weights kept (`RUN/{run}.pt`) and a stop file (`./stop_{run}`). The
-    progress bar is always there (silenced by `progress=False`), so that a run resumes with
-    the same callbacks either way.
+    The criterion of the targets with smoothed labels, the recipe's optimizer and schedules,
+    and the weights of the epoch with the best unsmoothed loss on `val` kept in memory
+    (`kiln.tables.recipe.BestEpoch`); `train_table` puts them back at the end. The progress bar is
+    always there (silenced by `progress=False`), so that a run resumes with the same callbacks
+    either way.
     """
-    criterion = build_loss(spec)
+    criterion = build_loss(spec, SMOOTHING)
+    lr = options.lr if options.lr is not None else default_lr(spec)
     bar = ProgressBar() if progress else ProgressBar(bar=False, file=_Discard())  # type: ignore[arg-type]
-    callbacks = [bar, *auto_callbacks(out / out.name, criterion, verbose=False)]
+    device = resolve_device(options.device)
+    best = BestEpoch(val[0].to(device), val[1].to(device), criterion, steps_per_epoch)
+    callbacks = [
+        bar,
+        TableSchedule(lr, options.drop, steps),
+        best,
+        StopFile(name=out.name),
+        PlotLogs(formats=()),  # no figures: matplotlib would cost a short run a second or two
+    ]
     return CriterionTrainer(
-        model, loss=criterion, optimizer="ranger", lr=options.lr, callbacks=callbacks,
+        model, loss=criterion, optimizer=make_optimizer(model, lr), callbacks=callbacks,
         device=options.device, dir=out, monitor=MONITOR,
     )  # fmt: skip
 
@@ -162,6 +203,35 @@ def train_table(
         TableError: For bad tables or options (the message says what to change), or when
             `out` holds a run and `resume` is not set.
     """
+    with single_thread():
+        return _train_table(table, targets, out, options, resume, progress)
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch's CPU operations on one thread inside the block; restore the count after.
+
+    The recipe's operations are small (batches of 256 rows through layers of 256 units): split
+    over threads, they spend more time waiting for each other than computing, and on a busy
+    machine far more (measured on 2 cores: a step took 10 ms on one thread and 74 ms on two
+    while another process was running; quiet, one thread was as fast).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_table(
+    table: Table,
+    targets: list[str],
+    out: str | os.PathLike[str],
+    options: TableOptions,
+    resume: bool,
+    progress: bool,
+) -> dict[str, Any]:
     out = Path(out)
     saved = out / SPEC
     table.require(list(targets), "Target")
@@ -190,13 +260,24 @@ def train_table(
     labels = torch.from_numpy(encoded)
     kiln.seed_everything(options.seed)
     model = build_model(spec, options.hidden, options.drop)
-    trainer = make_trainer(model, spec, options, out, progress)
+    model.initialize(inputs[train_rows[torch.randperm(len(train_rows))[:INIT_ROWS].numpy()]])
+    count, per_round = rounds(options.epochs or passes(len(train_rows), options.batch_size))
+    epochs = count * per_round
+    options = replace(options, epochs=epochs)  # saved: a resumed run keeps it
+    per_epoch = math.ceil(len(train_rows) / options.batch_size)
+    held_out = inputs[val_rows], labels[val_rows]
+    trainer = make_trainer(
+        model, spec, options, out, progress, epochs * per_epoch, per_epoch, held_out
+    )
     out.mkdir(parents=True, exist_ok=True)
     spec_data = {**spec.to_dict(), "options": asdict(options), "rows": len(kept)}
     (out / SPEC).write_text(json.dumps(spec_data, indent=1) + "\n", encoding="utf-8")
-    train = (inputs[train_rows], labels[train_rows])
-    val = (inputs[val_rows], labels[val_rows]) if len(val_rows) else None
-    trainer.fit(train, val, epochs=options.epochs, resume=resume, batch_size=options.batch_size)
+    train = kiln.repeat((inputs[train_rows], labels[train_rows]), per_round)
+    trainer.fit(train, held_out, epochs=count, resume=resume, batch_size=options.batch_size)
+    best = next(cb for cb in trainer.callbacks if isinstance(cb, BestEpoch))
+    best.restore(trainer.model)
+    # after the restore: the best weights, calibrated once
+    calibrate(trainer.model, spec.output_layout, best.inputs, best.targets)
     trainer.save(out / MODEL)
     outputs = _outputs(trainer, spec, inputs, options.batch_size)
     metrics = {"train": target_metrics(spec, encoded[train_rows], outputs[train_rows])}
@@ -204,7 +285,9 @@ def train_table(
         metrics["val"] = target_metrics(spec, encoded[val_rows], outputs[val_rows])
     summary = {
         "metrics": metrics,
-        "epochs": trainer.state.epoch,
+        "epochs": trainer.state.epoch * per_round,
+        "best_epoch": best.epoch,
+        "rounds": {"done": trainer.state.epoch, "epochs": per_round},
         "stopped": trainer.state.stop_reason,
         "rows": {"train": len(train_rows), "val": len(val_rows), "dropped": len(table) - len(kept)},
         "files": {"model": str(out / MODEL), "spec": str(out / SPEC), "log": str(out / "log.tsv")},
@@ -232,7 +315,8 @@ def _saved_run(
         )
     try:
         saved = dict(data["options"], hidden=tuple(data["options"]["hidden"]))
-        saved.update(ignore=tuple(saved["ignore"]), epochs=options.epochs, device=options.device)
+        epochs = options.epochs or saved["epochs"]  # the run's own length, unless given
+        saved.update(ignore=tuple(saved["ignore"]), epochs=epochs, device=options.device)
         return spec, TableOptions(**saved)
     except (KeyError, TypeError, ValueError) as error:
         raise TableError(
@@ -326,11 +410,19 @@ def _check_model_fits(
     if shapes != wanted:
         differ = sorted(k for k in shapes.keys() | wanted.keys() if shapes.get(k) != wanted.get(k))
         first = differ[0]
+        if first not in wanted:
+            detail = f"{first} (shape {shapes[first]}) is not a weight of the spec's network"
+        elif first not in shapes:
+            detail = f"it lacks {first}, a weight of the spec's network"
+        else:
+            detail = (
+                f"{first} has the shape {shapes[first]} where the spec's columns need "
+                f"{wanted[first]}"
+            )
         raise TableError(
-            f"{run / MODEL} does not fit {run / SPEC}: {first} has the shape "
-            f"{shapes.get(first)} where the spec's columns need {wanted.get(first)} "
-            f"({len(differ)} such weight{'s' if len(differ) > 1 else ''}). The two files come "
-            "from different runs; copy both from one run, or train the model again."
+            f"{run / MODEL} does not fit {run / SPEC}: {detail} ({len(differ)} such "
+            f"weight{'s' if len(differ) > 1 else ''}). The two files come from different runs; "
+            "copy both from one run, or train the model again."
         )
 
 

@@ -1,0 +1,332 @@
+"""How `kiln fit` trains a `TableNet`: optimizer, schedules, length, and the weights it keeps.
+
+What lives here: the training recipe of the table command, as measured on kiln's development
+tables (docs/benchmarks.md), after the "Better by default" MLP (RealMLP, Holzmüller et al.,
+NeurIPS 2024): Adam with a short memory of squared gradients (`betas=(0.9, 0.95)`), a learning
+rate per kind of parameter (`LR_FACTORS`), decoupled weight decay on the weights only, a
+learning rate that rises and falls four times in cycles that lengthen (`coslog4`), dropout and
+weight decay that hold for half the run and then fade (`flat_cos`), labels smoothed by 0.1, a
+length set by the table's size (`passes`), and the weights of the best validation round kept.
+What does not: the network (`model.py`), the columns (`spec.py`), the run directory
+(`train.py`).
+
+Example:
+    >>> [round(coslog4(t), 3) for t in (0.0, (2**0.5 - 1) / 15, 1 / 15, 1.0)]
+    [0.0, 1.0, 0.0, 0.0]
+    >>> [flat_cos(t) for t in (0.0, 0.5, 1.0)]
+    [1.0, 1.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from kiln.callbacks.base import Callback
+from kiln.tables.model import (
+    FrontScale,
+    NTKLinear,
+    PeriodicEmbedding,
+    ScaledActivation,
+    TableNet,
+)
+
+if TYPE_CHECKING:
+    from kiln.trainer import Trainer
+
+#: The learning rate of each kind of parameter, as a factor of the base rate.
+LR_FACTORS = {"weight": 1.0, "bias": 0.1, "scale": 6.0, "periodic": 0.1, "alpha": 0.1}
+#: The weight decay of each kind of parameter, as a factor of `WEIGHT_DECAY` (decoupled: it is
+#: also multiplied by the parameter's learning rate, as in `torch.optim.AdamW`).
+WD_FACTORS = {"weight": 1.0, "bias": 0.0, "scale": 6.0, "periodic": 0.1, "alpha": 0.1}
+#: Decoupled weight decay of the weights (the other parameters have none).
+WEIGHT_DECAY = 0.02
+#: Label smoothing of classification targets.
+SMOOTHING = 0.1
+#: The temperatures `calibrate` may choose: log T within +- this (T from 1/2 to 2).
+TEMPERATURE_RANGE = math.log(2.0)
+#: Adam's betas: a short memory of squared gradients suits the short runs.
+BETAS = (0.9, 0.95)
+
+
+def coslog4(t: float) -> float:
+    """The learning-rate factor at fraction `t` of the run: `(1 - cos(2 pi log2(1 + 15 t))) / 2`.
+
+    Four cycles from 0 up to 1 and back, each twice as long as the one before (they end at
+    t = 1/15, 3/15, 7/15 and 1), so there is no length to tune: every cycle ends in a low rate.
+    """
+    return (1 - math.cos(2 * math.pi * math.log2(1 + 15 * min(max(t, 0.0), 1.0)))) / 2
+
+
+def flat_cos(t: float) -> float:
+    """1 for the first half of the run, then a half cosine down to 0 at the end."""
+    t = min(max(t, 0.0), 1.0)
+    return 1.0 if t <= 0.5 else (1 + math.cos(math.pi * (2 * t - 1))) / 2
+
+
+def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Split `model`'s parameters into the optimizer groups of `LR_FACTORS`.
+
+    Each group carries its `lr_factor` and `wd_factor`, which `TableSchedule` reads.
+
+    Example:
+        >>> from kiln.tables.model import TableNet
+        >>> groups = parameter_groups(TableNet(numeric=2, dense=2, hidden=[4]))
+        >>> [(g["name"], len(g["params"])) for g in groups]
+        [('weight', 2), ('bias', 2), ('scale', 1), ('periodic', 4), ('alpha', 1)]
+    """
+    kinds: dict[str, list[nn.Parameter]] = {name: [] for name in LR_FACTORS}
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if isinstance(module, NTKLinear):
+            kinds["weight"].append(module.weight)
+            kinds["bias"].append(module.bias)
+        elif isinstance(module, nn.Embedding):
+            kinds["weight"] += own
+        elif isinstance(module, FrontScale):
+            kinds["scale"] += own
+        elif isinstance(module, PeriodicEmbedding):
+            kinds["periodic"] += own
+        elif isinstance(module, ScaledActivation):
+            kinds["alpha"] += own
+        elif own:
+            kinds["weight" if module is not model else "bias"] += own
+    return [
+        {"name": name, "params": params, "lr_factor": LR_FACTORS[name],
+         "wd_factor": WD_FACTORS[name]}
+        for name, params in kinds.items()
+        if params
+    ]  # fmt: skip
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Return the recipe's AdamW over `parameter_groups(model)`, at the base rate `lr`."""
+    groups = parameter_groups(model)
+    for group in groups:
+        group["lr"] = lr * group["lr_factor"]
+        group["weight_decay"] = WEIGHT_DECAY * group["wd_factor"]
+    # foreach: one kernel a group instead of one a tensor, the same update on the CPU
+    return torch.optim.AdamW(groups, lr=lr, betas=BETAS, foreach=True)
+
+
+class TableSchedule(Callback):
+    """Set the learning rate, weight decay and dropout of the recipe before every step.
+
+    At fraction `t = step / steps` of the run: each optimizer group's rate is
+    `lr * lr_factor * coslog4(t)`, its weight decay `WEIGHT_DECAY * wd_factor * flat_cos(t)`,
+    and every `nn.Dropout`'s rate `drop * flat_cos(t)`. Everything follows from the trainer's
+    step count, so a resumed run continues the same curves.
+
+    Args:
+        lr: The base learning rate.
+        drop: The dropout rate of the first half of the run.
+        steps: The optimizer steps of the whole run.
+
+    Example:
+        >>> schedule = TableSchedule(lr=0.04, drop=0.15, steps=100)
+        >>> schedule.steps
+        100
+    """
+
+    def __init__(self, lr: float, drop: float, steps: int) -> None:
+        self.lr, self.drop, self.steps = lr, drop, max(1, steps)
+
+    def on_train_batch_start(self, trainer: Trainer) -> None:
+        """Apply the curves at the current step."""
+        t = trainer.state.step / self.steps
+        rate, fade = coslog4(t), flat_cos(t)
+        groups = trainer.optimizer.param_groups if trainer.optimizer is not None else []
+        for group in groups:
+            group["lr"] = self.lr * group.get("lr_factor", 1.0) * rate
+            group["weight_decay"] = WEIGHT_DECAY * group.get("wd_factor", 0.0) * fade
+        for module in trainer.model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = self.drop * fade
+
+
+#: The optimizer steps a run aims at (within its bounds on epochs, `passes`).
+STEPS = 640
+#: The most times a run validates, logs and saves: its epochs are grouped into this many rounds.
+ROUNDS = 32
+
+
+class BestEpoch(Callback):
+    """Keep the weights of the epoch with the lowest validation loss, checked after every epoch.
+
+    A round of the trainer holds several epochs (`rounds`), and the learning rate cycles
+    within it: the best weights are often those of one epoch, at the bottom of a cycle, that a
+    check once a round would miss (on the development tables, checking once a round lost up to
+    0.09 of R2). So after each epoch (pass over the training rows) this callback computes the
+    unsmoothed loss on the validation rows itself, in one batch, and copies the weights to the
+    CPU when it is the lowest so far. Its state goes into the checkpoint, so a resumed run
+    keeps the same best.
+
+    Args:
+        inputs: The validation rows, encoded, on the trainer's device.
+        targets: Their targets.
+        criterion: The `MixedCriterion` (called with `unscaled=True`).
+        steps_per_epoch: Optimizer steps in one epoch.
+
+    Attributes:
+        loss: The lowest validation loss so far (None before the first epoch).
+        epoch: Its epoch (1-based).
+        weights: The model's `state_dict` after that epoch, on the CPU.
+
+    Example:
+        >>> best = BestEpoch(torch.zeros(4, 1), torch.zeros(4, 1), None, steps_per_epoch=2)
+        >>> best.loss is None
+        True
+    """
+
+    def __init__(self, inputs: Tensor, targets: Tensor, criterion: Any, steps_per_epoch: int):
+        self.inputs, self.targets, self.criterion = inputs, targets, criterion
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.loss: float | None = None
+        self.epoch: int | None = None
+        self.weights: dict[str, Tensor] | None = None
+
+    def on_train_batch_end(self, trainer: Trainer) -> None:
+        """At the end of an epoch, measure the validation loss; keep the weights if lowest."""
+        step = trainer.state.step
+        if step == 0 or step % self.steps_per_epoch:
+            return
+        model = trainer.model
+        model.eval()
+        with torch.no_grad():
+            loss = float(self.criterion(model(self.inputs), self.targets, unscaled=True))
+        model.train()
+        if self.loss is None or loss < self.loss:
+            self.loss, self.epoch = loss, step // self.steps_per_epoch
+            self.weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best weights into `model` (nothing if no epoch was checked)."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the best loss, its epoch and weights."""
+        return {"loss": self.loss, "epoch": self.epoch, "weights": self.weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        self.loss, self.epoch, self.weights = state["loss"], state["epoch"], state["weights"]
+
+
+def rounds(epochs: int) -> tuple[int, int]:
+    """Return `(rounds, epochs per round)` for a run of at least `epochs` epochs.
+
+    A round is one epoch of the trainer made of several passes over the rows (`kiln.repeat`):
+    validation, the log's row, the best weights and the checkpoint come once a round, so that
+    a run of hundreds of short epochs does not spend its time writing files. The run makes
+    `rounds * per_round` epochs: `epochs` rounded up to a whole round.
+
+    Example:
+        >>> rounds(256), rounds(45), rounds(4)
+        ((32, 8), (23, 2), (4, 1))
+    """
+    per_round = math.ceil(epochs / ROUNDS)
+    return math.ceil(epochs / per_round), per_round
+
+
+def passes(rows: int, batch_size: int) -> int:
+    """Return how many epochs (passes over `rows` training rows) the recipe makes.
+
+    About `STEPS` optimizer steps, within 16 to 256 epochs (RealMLP's fixed count): small
+    tables get many short epochs, large ones few long ones, so that a table of a thousand rows
+    trains in a couple of seconds.
+
+    Example:
+        >>> passes(100, 256), passes(1_000, 256), passes(20_000, 256), passes(100_000, 256)
+        (256, 160, 16, 16)
+    """
+    per_pass = math.ceil(rows / batch_size)
+    return int(min(256, max(16, math.ceil(STEPS / per_pass))))
+
+
+def calibrate(
+    model: nn.Module, layout: list[tuple[str, int]], inputs: Tensor, targets: Tensor
+) -> list[float]:
+    """Fit a temperature to each classification target on held-out rows; fold it into `model`.
+
+    Smoothed labels teach the network to hedge: its probabilities are too cautious, which costs
+    log loss though not accuracy. For each binary or multiclass target, the temperature T that
+    minimises the unsmoothed loss of `logits / T` on `inputs` (the validation rows) is found by
+    a golden-section search within a factor of 2 either way (a validation set without errors
+    would otherwise push T to 0: certainty that one error on new rows makes very costly), and
+    the output layer's rows for that target
+    are divided by it, so the network itself gives the calibrated logits: the saved model needs
+    nothing beside it. The predicted classes do not change.
+
+    Args:
+        model: A `TableNet`, trained; its last layer is changed in place.
+        layout: `(kind, outputs)` per target, as `TableSpec.output_layout`.
+        inputs: Held-out rows, encoded.
+        targets: Their encoded targets, `(rows, targets)`, NaN where missing.
+
+    Returns:
+        The temperature of each target (1.0 for regression targets and where no row has one).
+
+    Example:
+        >>> from kiln.tables.model import TableNet
+        >>> net = TableNet(numeric=1, dense=1, hidden=[4], output=1)
+        >>> x = torch.linspace(-1, 1, 50).unsqueeze(1)
+        >>> y = (x > 0).float()
+        >>> [t > 0 for t in calibrate(net, [("binary", 1)], x, y)]
+        [True]
+    """
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(inputs).double()
+    model.train(was_training)
+    last = model.layers[-1] if isinstance(model, TableNet) else None
+    temperatures, start = [], 0
+    for column, (kind, width) in enumerate(layout):
+        block, start = slice(start, start + width), start + width
+        present = ~torch.isnan(targets[:, column])
+        if kind == "regression" or not bool(present.any()) or not isinstance(last, NTKLinear):
+            temperatures.append(1.0)
+            continue
+        temperature = _temperature(logits[present, block], targets[present, column].double())
+        with torch.no_grad():
+            last.weight[block] /= temperature
+            last.bias[block] /= temperature
+        temperatures.append(temperature)
+    return temperatures
+
+
+def _temperature(logits: Tensor, labels: Tensor) -> float:
+    """The temperature that minimises the log loss of `logits / T` (one column: binary)."""
+
+    def loss(log_t: float) -> float:
+        scaled = logits / math.exp(log_t)
+        if logits.shape[1] == 1:
+            return float(nn.functional.binary_cross_entropy_with_logits(scaled[:, 0], labels))
+        return float(nn.functional.cross_entropy(scaled, labels.long()))
+
+    return math.exp(_golden_minimum(loss, -TEMPERATURE_RANGE, TEMPERATURE_RANGE))
+
+
+def _golden_minimum(f: Callable[[float], float], low: float, high: float, steps: int = 40) -> float:
+    """The minimiser of a unimodal `f` on [low, high], by golden-section search."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(steps):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+    return (a + b) / 2

@@ -1,0 +1,129 @@
+"""The table recipe: its curves, optimizer groups, schedule, best epoch, calibration, init."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import kiln
+from kiln.losses import MixedCriterion
+from kiln.tables.model import NTKLinear, TableNet
+from kiln.tables.recipe import (
+    LR_FACTORS,
+    WD_FACTORS,
+    BestEpoch,
+    TableSchedule,
+    calibrate,
+    coslog4,
+    flat_cos,
+    make_optimizer,
+    parameter_groups,
+    passes,
+    rounds,
+)
+
+
+def test_coslog4_has_four_cycles_that_end_at_zero():
+    ends = [1 / 15, 3 / 15, 7 / 15, 1.0]
+    assert all(coslog4(t) == pytest.approx(0.0, abs=1e-12) for t in ends)
+    peaks = [(2**k * math.sqrt(2) - 1) / 15 for k in range(4)]  # log2(1 + 15 t) = k + 1/2
+    assert all(coslog4(t) == pytest.approx(1.0) for t in peaks)
+    assert coslog4(-1.0) == coslog4(0.0)
+    assert coslog4(2.0) == coslog4(1.0)
+
+
+def test_flat_cos_holds_then_fades():
+    assert [flat_cos(t) for t in (0.0, 0.25, 0.5)] == [1.0, 1.0, 1.0]
+    assert flat_cos(0.75) == pytest.approx(0.5)
+    assert flat_cos(1.0) == pytest.approx(0.0)
+
+
+def test_every_parameter_is_in_exactly_one_group_with_its_factors():
+    net = TableNet(numeric=3, dense=4, embeddings=[[12, 3]], hidden=[8, 8], output=2)
+    groups = parameter_groups(net)
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in net.parameters())
+    for group in groups:
+        assert group["lr_factor"] == LR_FACTORS[group["name"]]
+        assert group["wd_factor"] == WD_FACTORS[group["name"]]
+    optimizer = make_optimizer(net, lr=0.04)
+    rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert rates["scale"] == pytest.approx(0.24)
+    assert rates["bias"] == pytest.approx(0.004)
+
+
+def test_the_schedule_sets_rate_decay_and_dropout_from_the_step():
+    net = TableNet(numeric=2, dense=2, hidden=[4], output=1, drop=0.2)
+    trainer = kiln.Trainer(net, loss="mse", optimizer=make_optimizer(net, 0.1), device="cpu",
+                           progress=False)  # fmt: skip
+    schedule = TableSchedule(lr=0.1, drop=0.2, steps=100)
+    trainer.state.step = 75  # three quarters: rate on its last cycle, dropout half faded
+    schedule.on_train_batch_start(trainer)
+    weights = next(g for g in trainer.optimizer.param_groups if g["name"] == "weight")
+    assert weights["lr"] == pytest.approx(0.1 * coslog4(0.75))
+    assert weights["weight_decay"] == pytest.approx(0.02 * 0.5)
+    assert next(m for m in net.modules() if isinstance(m, nn.Dropout)).p == pytest.approx(0.1)
+
+
+def test_passes_and_rounds():
+    assert passes(100, 256) == 256  # small tables: RealMLP's 256 epochs
+    assert passes(100_000, 256) == 16  # large ones: few long epochs
+    for epochs in (1, 7, 33, 100, 256):
+        count, per_round = rounds(epochs)
+        assert count <= 32
+        assert count * per_round >= epochs
+        assert (count - 1) * per_round < epochs  # no round more than needed
+
+
+def test_best_epoch_keeps_the_weights_of_the_lowest_validation_loss():
+    torch.manual_seed(0)
+    x = torch.randn(64, 2)
+    y = x[:, :1] * 2
+    net = TableNet(numeric=2, dense=2, hidden=[8], output=1, drop=0.0)
+    criterion = MixedCriterion(kinds=["regression"], scale=[[0.0], [1.0]])
+    best = BestEpoch(x, y, criterion, steps_per_epoch=4)
+    trainer = kiln.Trainer(net, loss=criterion, optimizer=make_optimizer(net, 0.01),
+                           callbacks=[best], device="cpu", progress=False)  # fmt: skip
+    history = trainer.fit((x, y), epochs=6, batch_size=16)
+    assert best.epoch is not None
+    assert 1 <= best.epoch <= 6
+    assert len(history) == 6
+    best.restore(net)
+    with torch.no_grad():
+        restored = float(criterion(net(x), y, unscaled=True))
+    assert restored == pytest.approx(best.loss, rel=1e-6)
+    again = BestEpoch(x, y, criterion, steps_per_epoch=4)
+    again.load_state_dict(best.state_dict())
+    assert again.epoch == best.epoch
+    assert again.loss == best.loss
+
+
+def test_calibration_folds_a_temperature_into_the_last_layer_and_keeps_the_classes():
+    torch.manual_seed(0)
+    x = torch.randn(200, 2)
+    y = (x[:, :1] + 0.8 * torch.randn(200, 1) > 0).float()  # noisy labels: overconfidence costs
+    net = TableNet(numeric=2, dense=2, hidden=[8], output=1, drop=0.0)
+    with torch.no_grad():
+        net.layers[-1].weight.mul_(20)  # a far too confident network
+    before = net(x).detach()
+    loss_before = nn.functional.binary_cross_entropy_with_logits(before, y)
+    (temperature,) = calibrate(net, [("binary", 1)], x, y)
+    after = net(x).detach()
+    assert temperature == pytest.approx(2.0)  # at the edge of the allowed range
+    torch.testing.assert_close(after, before / temperature, rtol=1e-5, atol=1e-6)
+    assert nn.functional.binary_cross_entropy_with_logits(after, y) < loss_before
+    assert torch.equal(after > 0, before > 0)
+    assert calibrate(net, [("regression", 1)], x, y) == [1.0]  # regression is left alone
+
+
+def test_initialization_gives_unit_outputs_on_the_data():
+    torch.manual_seed(0)
+    x = torch.randn(512, 3) * torch.tensor([1.0, 5.0, 0.1])
+    net = TableNet(numeric=3, dense=3, hidden=[32, 32], output=1)
+    net.initialize(x)
+    first = net.layers[0]
+    assert isinstance(first, NTKLinear)
+    outputs = first(net.front(net.features(x))) - first.bias
+    torch.testing.assert_close(outputs.std(0, correction=0), torch.ones(32), rtol=1e-4, atol=1e-4)
+    assert not torch.equal(first.bias, torch.zeros(32))  # biases placed among the data
