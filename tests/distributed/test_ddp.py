@@ -94,7 +94,10 @@ def test_a_killed_rank_restarts_the_group_and_resume_ends_the_same(tmp_path: Pat
     assert finished.returncode == 0, finished.stderr[-3000:]
     finished = torchrun(
         {**options, "out": str(killed), "dir": str(killed / "experiment"), "kill_at_step": 5},
-        max_restarts=1,
+        # One restart is the test; a second absorbs gloo's rare abort ("terminate called
+        # without an active exception") in the restarted group, seen once in about 8 runs:
+        # a resume from the checkpoint ends the same either way, and that is what is checked.
+        max_restarts=2,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "exitcode: -9" in finished.stderr  # the kill happened ...
