@@ -1,6 +1,8 @@
 """The table recipe: its curves, optimizer groups, schedule, best epoch, calibration, init."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from kiln.tables.recipe import (
     LR_FACTORS,
     WD_FACTORS,
     BestEpoch,
+    TableAdamW,
     TableSchedule,
     calibrate,
     coslog4,
@@ -127,3 +130,39 @@ def test_initialization_gives_unit_outputs_on_the_data():
     outputs = first(net.front(net.features(x))) - first.bias
     torch.testing.assert_close(outputs.std(0, correction=0), torch.ones(32), rtol=1e-4, atol=1e-4)
     assert not torch.equal(first.bias, torch.zeros(32))  # biases placed among the data
+
+
+def test_table_adamw_computes_torchs_adamw_update():
+    torch.manual_seed(0)
+    ours, theirs = nn.Linear(5, 3), nn.Linear(5, 3)
+    theirs.load_state_dict(ours.state_dict())
+    options = {"lr": 0.05, "betas": (0.9, 0.95), "weight_decay": 0.02}
+    optimizers = [TableAdamW(ours.parameters(), **options),
+                  torch.optim.AdamW(theirs.parameters(), foreach=True, **options)]  # fmt: skip
+    for _ in range(20):
+        x = torch.randn(8, 5)
+        for model, optimizer in zip((ours, theirs), optimizers, strict=True):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+    for mine, reference in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-7)
+    again = TableAdamW(ours.parameters(), **options)
+    again.load_state_dict(optimizers[0].state_dict())  # resumes from its state
+    assert int(again.state[ours.bias]["step"]) == 20
+
+
+def test_a_table_run_does_not_import_torch_dynamo(tmp_path):
+    script = (
+        "import sys, numpy as np\n"
+        "from kiln.tables.read import Table\n"
+        "from kiln.tables.train import TableOptions, train_table\n"
+        "x = np.linspace(0, 1, 64)\n"
+        "table = Table(['x', 'y'], {'x': x, 'y': 2 * x}, 'memory')\n"
+        f"train_table(table, ['y'], {str(tmp_path / 'run')!r}, TableOptions(epochs=2, "
+        "hidden=(8,)), progress=False)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, timeout=120)  # fmt: skip
+    assert result.stdout.strip() == "False"  # its import costs a second or more
