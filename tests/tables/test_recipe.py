@@ -61,6 +61,7 @@ def test_the_schedule_sets_rate_decay_and_dropout_from_the_step():
     trainer = kiln.Trainer(net, loss="mse", optimizer=make_optimizer(net, 0.1), device="cpu",
                            progress=False)  # fmt: skip
     schedule = TableSchedule(lr=0.1, drop=0.2, steps=100)
+    schedule.on_fit_start(trainer)
     trainer.state.step = 75  # three quarters: rate on its last cycle, dropout half faded
     schedule.on_train_batch_start(trainer)
     weights = next(g for g in trainer.optimizer.param_groups if g["name"] == "weight")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.tables.spec import TableSpec
+from kiln.tables.spec import TableSpec, regression_values
 
 _EPSILON = 1e-15  # probabilities are clipped to [eps, 1 - eps] in the log loss
 
@@ -107,9 +107,9 @@ def target_metrics(
         if not present.any():
             continue
         if kind == "regression":
-            scale, shift = column["std"], column["mean"]
-            predicted = np.clip(block[:, 0] * scale + shift, column["low"], column["high"])
-            metrics[column["name"]] = regression_metrics(target * scale + shift, predicted)
+            truth = target * column["std"] + column["mean"]
+            predicted = regression_values(column, block[:, 0])
+            metrics[column["name"]] = regression_metrics(truth, predicted)
             continue
         if kind == "binary":
             block = np.stack([1.0 - block[:, 0], block[:, 0]], axis=1)

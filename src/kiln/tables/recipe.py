@@ -34,6 +34,7 @@ from kiln.tables.model import (
     ScaledActivation,
     TableNet,
 )
+from kiln.tables.spec import TableSpec
 
 if TYPE_CHECKING:
     from kiln.trainer import Trainer
@@ -184,6 +185,14 @@ class TableAdamW(torch.optim.Optimizer):
             torch._foreach_addcdiv_(params, means, denominators, -lr / (1 - beta1**count))
 
 
+def default_lr(spec: TableSpec) -> float:
+    """The base learning rate for `spec`'s targets: 0.2 for regression only, else 0.04.
+
+    RealMLP-TD's two rates (for the neural-tangent parametrisation of `NTKLinear`).
+    """
+    return 0.2 if all(c["kind"] == "regression" for c in spec.targets) else 0.04
+
+
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """Return the recipe's AdamW over `parameter_groups(model)`, at the base rate `lr`."""
     groups = parameter_groups(model)
@@ -214,6 +223,11 @@ class TableSchedule(Callback):
 
     def __init__(self, lr: float, drop: float, steps: int) -> None:
         self.lr, self.drop, self.steps = lr, drop, max(1, steps)
+        self._dropouts: list[nn.Dropout] = []
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Find the model's dropout layers once, rather than at every step."""
+        self._dropouts = [m for m in trainer.model.modules() if isinstance(m, nn.Dropout)]
 
     def on_train_batch_start(self, trainer: Trainer) -> None:
         """Apply the curves at the current step."""
@@ -223,9 +237,8 @@ class TableSchedule(Callback):
         for group in groups:
             group["lr"] = self.lr * group.get("lr_factor", 1.0) * rate
             group["weight_decay"] = WEIGHT_DECAY * group.get("wd_factor", 0.0) * fade
-        for module in trainer.model.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = self.drop * fade
+        for dropout in self._dropouts:
+            dropout.p = self.drop * fade
 
 
 #: The optimizer steps a run aims at (within its bounds on epochs, `passes`).
@@ -246,7 +259,7 @@ class BestEpoch(Callback):
     keeps the same best.
 
     Args:
-        inputs: The validation rows, encoded, on the trainer's device.
+        inputs: The validation rows, encoded (moved to the trainer's device when `fit` starts).
         targets: Their targets.
         criterion: The `MixedCriterion` (called with `unscaled=True`).
         steps_per_epoch: Optimizer steps in one epoch.
@@ -268,6 +281,11 @@ class BestEpoch(Callback):
         self.loss: float | None = None
         self.epoch: int | None = None
         self.weights: dict[str, Tensor] | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Move the validation rows to the trainer's device, once."""
+        self.inputs = self.inputs.to(trainer.device)
+        self.targets = self.targets.to(trainer.device)
 
     def on_train_batch_end(self, trainer: Trainer) -> None:
         """At the end of an epoch, measure the validation loss; keep the weights if lowest."""

@@ -266,10 +266,8 @@ class TableSpec:
         for column, (kind, width) in zip(self.targets, self.output_layout, strict=True):
             name, block = column["name"], outputs[:, start : start + width]
             start += width
-            if kind == "regression":  # within the training range: no wild extrapolation
-                values = block[:, 0].astype(np.float64) * column["std"] + column["mean"]
-                low, high = column.get("low", -np.inf), column.get("high", np.inf)
-                columns[name] = np.clip(values, low, high)
+            if kind == "regression":
+                columns[name] = regression_values(column, block[:, 0])
                 continue
             if kind == "binary":
                 block = np.stack([1.0 - block[:, 0], block[:, 0]], axis=1)
@@ -326,6 +324,22 @@ class TableSpec:
                 f"{path} is not valid JSON ({error}); train the model again."
             ) from None
         return cls.from_dict(data, str(path))
+
+
+def regression_values(column: dict[str, Any], outputs: np.ndarray) -> np.ndarray:
+    """A regression target's standardised `outputs` in its own units, within the training range.
+
+    Clipping to the range seen in training (`low` to `high`, as RealMLP does) keeps a network
+    from extrapolating wildly on rows unlike the training ones.
+
+    Example:
+        >>> column = {"mean": 10.0, "std": 2.0, "low": 6.0, "high": 13.0}
+        >>> regression_values(column, np.array([-5.0, 0.0, 1.0, 5.0])).tolist()
+        [6.0, 10.0, 12.0, 13.0]
+    """
+    values = outputs.astype(np.float64) * column["std"] + column["mean"]
+    clipped: np.ndarray = np.clip(values, column["low"], column["high"])
+    return clipped
 
 
 def _number(value: Any) -> bool:

@@ -47,6 +47,7 @@ from kiln.tables.recipe import (
     BestEpoch,
     TableSchedule,
     calibrate,
+    default_lr,
     make_optimizer,
     passes,
     rounds,
@@ -59,11 +60,6 @@ MODEL, SPEC, SUMMARY = "model.kiln", "table.json", "summary.json"
 INIT_ROWS = 1024
 #: What chooses the weights kept: the validation loss without label smoothing.
 MONITOR = "val_unscaled_loss"
-
-
-def default_lr(spec: TableSpec) -> float:
-    """The base learning rate for `spec`'s targets: 0.2 for regression only, else 0.04."""
-    return 0.2 if all(c["kind"] == "regression" for c in spec.targets) else 0.04
 
 
 @dataclass(frozen=True)
@@ -149,8 +145,7 @@ def make_trainer(
     criterion = build_loss(spec, SMOOTHING)
     lr = options.lr if options.lr is not None else default_lr(spec)
     bar = ProgressBar() if progress else ProgressBar(bar=False, file=_Discard())  # type: ignore[arg-type]
-    device = resolve_device(options.device)
-    best = BestEpoch(val[0].to(device), val[1].to(device), criterion, steps_per_epoch)
+    best = BestEpoch(val[0], val[1], criterion, steps_per_epoch)
     callbacks = [
         bar,
         TableSchedule(lr, options.drop, steps),
