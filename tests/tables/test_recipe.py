@@ -10,9 +10,11 @@ from torch import nn
 
 import kiln
 from kiln.losses import MixedCriterion
+from kiln.tables import recipe
 from kiln.tables.model import NTKLinear, TableNet
 from kiln.tables.recipe import (
     LR_FACTORS,
+    ROUNDS,
     WD_FACTORS,
     BestEpoch,
     TableAdamW,
@@ -75,7 +77,7 @@ def test_passes_and_rounds():
     assert passes(100_000, 256) == 16  # large ones: few long epochs
     for epochs in (1, 7, 33, 100, 256):
         count, per_round = rounds(epochs)
-        assert count <= 32
+        assert count <= ROUNDS
         assert count * per_round >= epochs
         assert (count - 1) * per_round < epochs  # no round more than needed
 
@@ -133,13 +135,20 @@ def test_initialization_gives_unit_outputs_on_the_data():
     assert not torch.equal(first.bias, torch.zeros(32))  # biases placed among the data
 
 
-def test_table_adamw_computes_torchs_adamw_update():
+@pytest.mark.parametrize("fused", [True, False])
+def test_table_adamw_computes_torchs_adamw_update(fused, monkeypatch):
+    monkeypatch.setattr(recipe, "_FUSED_KERNEL", fused and recipe._FUSED_KERNEL)
     torch.manual_seed(0)
     ours, theirs = nn.Linear(5, 3), nn.Linear(5, 3)
     theirs.load_state_dict(ours.state_dict())
     options = {"lr": 0.05, "betas": (0.9, 0.95), "weight_decay": 0.02}
-    optimizers = [TableAdamW(ours.parameters(), **options),
-                  torch.optim.AdamW(theirs.parameters(), foreach=True, **options)]  # fmt: skip
+
+    def groups(model):  # a rate and a decay of their own for the biases
+        return [{"params": [model.weight]},
+                {"params": [model.bias], "lr": 0.01, "weight_decay": 0.0}]  # fmt: skip
+
+    optimizers = [TableAdamW(groups(ours), **options),
+                  torch.optim.AdamW(groups(theirs), foreach=True, **options)]  # fmt: skip
     for _ in range(20):
         x = torch.randn(8, 5)
         for model, optimizer in zip((ours, theirs), optimizers, strict=True):
@@ -148,7 +157,7 @@ def test_table_adamw_computes_torchs_adamw_update():
             optimizer.step()
     for mine, reference in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-7)
-    again = TableAdamW(ours.parameters(), **options)
+    again = TableAdamW(groups(ours), **options)
     again.load_state_dict(optimizers[0].state_dict())  # resumes from its state
     assert int(again.state[ours.bias]["step"]) == 20
 

@@ -16,7 +16,7 @@ measured on kiln's development tables (docs/benchmarks.md):
 - hidden layers in the neural-tangent parametrisation (`NTKLinear`: weights drawn from N(0, 1),
   divided by the square root of the inputs in the forward pass), which makes one learning rate
   fit every width, and `ScaledActivation`s that can learn to be more linear;
-- dropout whose rate the recipe lowers during training (the `drop` attribute of each `Dropout`).
+- dropout whose rate the recipe lowers during training (the `p` attribute of each `MaskDropout`).
 
 Example:
     >>> import torch
@@ -109,8 +109,44 @@ class ScaledActivation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Blend the activation with the identity, unit by unit."""
-        activated: Tensor = self.act(x)
-        return x + self.alpha * (activated - x)
+        # One lerp kernel instead of a subtraction, a product and a sum: ~20% of this layer's
+        # forward and backward on the CPU.
+        return torch.lerp(x, self.act(x), self.alpha)
+
+
+class MaskDropout(nn.Dropout):
+    """`nn.Dropout` with a cheaper mask: random bytes compared with the rate, in 1/256ths.
+
+    Written here because speed demands it: torch's CPU dropout draws one `bernoulli_` number
+    per value, which on the development machine made three dropout layers a sixth of a table
+    run's step. This layer draws one random byte per value (four per 32-bit draw) and drops
+    the values whose byte is below `round(256 * p)`: the rate is `p` rounded to 1/256, the
+    kept values are scaled by the inverse of the kept fraction, as in `nn.Dropout`, and the
+    mask costs a quarter of the draws. In evaluation mode, or at a rate below 1/512, the
+    input passes unchanged.
+
+    Example:
+        >>> layer = MaskDropout(0.5).eval()
+        >>> torch.equal(layer(torch.ones(2, 3)), torch.ones(2, 3))
+        True
+        >>> dropped = MaskDropout(0.25)(torch.ones(10_000))
+        >>> abs((dropped > 0).float().mean().item() - 0.75) < 0.03, dropped.max().item()
+        (True, 1.3333333730697632)
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Zero each value with probability `p` (to 1/256), and scale the rest to keep the mean."""
+        dropped = round(256 * self.p)
+        if not self.training or dropped == 0:
+            return input
+        if dropped >= 256:
+            return input * 0
+        count = input.numel()
+        draws = torch.randint(
+            -(2**31), 2**31, ((count + 3) // 4,), dtype=torch.int32, device=input.device
+        )
+        kept = draws.view(torch.uint8)[:count].view(input.shape) >= dropped
+        return input * (kept * (256 / (256 - dropped)))
 
 
 class FrontScale(nn.Module):
@@ -174,7 +210,7 @@ class TableNet(nn.Module):
     indices per embedding (stored as floats, exact below 2**24). The numeric inputs are
     embedded by a `PeriodicEmbedding`, the categories by `nn.Embedding`s; all of it, scaled by
     a `FrontScale`, feeds hidden `NTKLinear` layers with a `ScaledActivation` and
-    `nn.Dropout` each, and an `NTKLinear` output layer. The constructor's arguments are
+    `MaskDropout` each, and an `NTKLinear` output layer. The constructor's arguments are
     recorded, so `kiln.load` rebuilds it from a saved file.
 
     Args:
@@ -219,7 +255,7 @@ class TableNet(nn.Module):
         layers: list[nn.Module] = []
         for units in hidden:
             act = ScaledActivation(ACTIVATIONS[activation](), units)
-            layers += [NTKLinear(width, units), act, nn.Dropout(drop)]
+            layers += [NTKLinear(width, units), act, MaskDropout(drop)]
             width = units
         layers.append(NTKLinear(width, output))
         self.layers = nn.Sequential(*layers)

@@ -52,6 +52,10 @@ SMOOTHING = 0.1
 TEMPERATURE_RANGE = math.log(2.0)
 #: Adam's betas: a short memory of squared gradients suits the short runs.
 BETAS = (0.9, 0.95)
+#: Whether this torch has AdamW's fused kernel for the CPU and CUDA (from 2.4).
+_FUSED_KERNEL = hasattr(torch, "_fused_adamw_") and tuple(
+    int(part) for part in torch.__version__.split(".")[:2]
+) >= (2, 4)
 
 
 def coslog4(t: float) -> float:
@@ -118,8 +122,11 @@ class TableAdamW(torch.optim.Optimizer):
     development machine that import takes 1.3 s, as long as importing torch itself: a sixth
     of a `kiln fit` process. This class keeps `torch.optim.Optimizer`'s own bookkeeping
     (parameter groups, `state_dict`, `load_state_dict`, `zero_grad`) without those wrappers,
-    and computes AdamW's update with torch's multi-tensor (`_foreach`) operations, as
-    `torch.optim.AdamW(foreach=True)` does: the same update up to the last bits (tested).
+    and computes AdamW's update with torch's fused kernel, as `torch.optim.AdamW(fused=True)`
+    does (one pass over each tensor: a third of the multi-tensor form's time on the CPU), or
+    where torch has no such kernel with multi-tensor (`_foreach`) operations, as
+    `torch.optim.AdamW(foreach=True)` does: either way torch's AdamW update up to the last
+    bits (tested).
 
     Args:
         params: Parameters or parameter groups (dicts with "params" and any of the options).
@@ -161,28 +168,65 @@ class TableAdamW(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
             states = [self.state[p] for p in params]
             for p, state in zip(params, states, strict=True):
                 if not state:
                     state["step"] = torch.tensor(0.0)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            grads = [p.grad for p in params]
             means = [state["exp_avg"] for state in states]
             squares = [state["exp_avg_sq"] for state in states]
             steps = [state["step"] for state in states]
             torch._foreach_add_(steps, 1.0)
-            count = float(steps[0])  # the same for every parameter of a group
-            lr, (beta1, beta2) = group["lr"], group["betas"]
-            if group["weight_decay"]:
-                torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-            torch._foreach_lerp_(means, grads, 1 - beta1)
-            torch._foreach_mul_(squares, beta2)
-            torch._foreach_addcmul_(squares, grads, grads, 1 - beta2)
-            denominators = torch._foreach_sqrt(squares)
-            torch._foreach_div_(denominators, math.sqrt(1 - beta2**count))
-            torch._foreach_add_(denominators, group["eps"])
-            torch._foreach_addcdiv_(params, means, denominators, -lr / (1 - beta1**count))
+            if not _fused_adamw(group, params, grads, means, squares, steps):
+                _foreach_adamw(group, params, grads, means, squares, float(steps[0]))
+
+
+def _fused_adamw(
+    group: dict[str, Any],
+    params: list[Tensor],
+    grads: list[Tensor],
+    means: list[Tensor],
+    squares: list[Tensor],
+    steps: list[Tensor],
+) -> bool:
+    """AdamW in one kernel per tensor (`torch._fused_adamw_`); False where torch has none.
+
+    Three times faster than the multi-tensor form on the CPU (it reads each tensor once), and
+    it needs no `torch._dynamo`: torch's own `AdamW(fused=True)` imports it before calling
+    the same kernel. The kernel runs on the CPU and CUDA from torch 2.4; elsewhere the
+    update takes `_foreach_adamw`.
+    """
+    if not _FUSED_KERNEL or params[0].device.type not in ("cpu", "cuda"):
+        return False
+    beta1, beta2 = group["betas"]
+    torch._fused_adamw_(
+        params, grads, means, squares, [], steps, lr=group["lr"], beta1=beta1, beta2=beta2,
+        weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
+    )  # fmt: skip
+    return True
+
+
+def _foreach_adamw(
+    group: dict[str, Any],
+    params: list[Tensor],
+    grads: list[Tensor],
+    means: list[Tensor],
+    squares: list[Tensor],
+    count: float,
+) -> None:
+    """AdamW with multi-tensor operations, as `torch.optim.AdamW(foreach=True)` computes it."""
+    lr, (beta1, beta2) = group["lr"], group["betas"]
+    if group["weight_decay"]:
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+    torch._foreach_lerp_(means, grads, 1 - beta1)
+    torch._foreach_mul_(squares, beta2)
+    torch._foreach_addcmul_(squares, grads, grads, 1 - beta2)
+    denominators = torch._foreach_sqrt(squares)
+    torch._foreach_div_(denominators, math.sqrt(1 - beta2**count))
+    torch._foreach_add_(denominators, group["eps"])
+    torch._foreach_addcdiv_(params, means, denominators, -lr / (1 - beta1**count))
 
 
 def default_lr(spec: TableSpec) -> float:
@@ -244,7 +288,7 @@ class TableSchedule(Callback):
 #: The optimizer steps a run aims at (within its bounds on epochs, `passes`).
 STEPS = 640
 #: The most times a run validates, logs and saves: its epochs are grouped into this many rounds.
-ROUNDS = 32
+ROUNDS = 16
 
 
 class BestEpoch(Callback):
@@ -327,7 +371,7 @@ def rounds(epochs: int) -> tuple[int, int]:
 
     Example:
         >>> rounds(256), rounds(45), rounds(4)
-        ((32, 8), (23, 2), (4, 1))
+        ((16, 16), (15, 3), (4, 1))
     """
     per_round = math.ceil(epochs / ROUNDS)
     return math.ceil(epochs / per_round), per_round
