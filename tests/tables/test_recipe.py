@@ -82,27 +82,50 @@ def test_passes_and_rounds():
         assert (count - 1) * per_round < epochs  # no round more than needed
 
 
-def test_best_epoch_keeps_the_weights_of_the_lowest_validation_loss():
+def test_best_epoch_keeps_each_cycles_best_and_restores_no_worse_than_the_best_epoch():
     torch.manual_seed(0)
     x = torch.randn(64, 2)
     y = x[:, :1] * 2
     net = TableNet(numeric=2, dense=2, hidden=[8], output=1, drop=0.0)
     criterion = MixedCriterion(kinds=["regression"], scale=[[0.0], [1.0]])
-    best = BestEpoch(x, y, criterion, steps_per_epoch=4)
+    best = BestEpoch(x, y, criterion, steps_per_epoch=4, steps=4 * 16)
     trainer = kiln.Trainer(net, loss=criterion, optimizer=make_optimizer(net, 0.01),
                            callbacks=[best], device="cpu", progress=False)  # fmt: skip
-    history = trainer.fit((x, y), epochs=6, batch_size=16)
+    history = trainer.fit((x, y), epochs=16, batch_size=16)
+    assert len(history) == 16
     assert best.epoch is not None
-    assert 1 <= best.epoch <= 6
-    assert len(history) == 6
+    assert 1 <= best.epoch <= 16
+    assert sorted(best.cycles) == [0, 1, 2, 3]  # 16 epochs reach into every cycle
+    assert min(loss for loss, _ in best.cycles.values()) == best.loss
     best.restore(net)
     with torch.no_grad():
         restored = float(criterion(net(x), y, unscaled=True))
-    assert restored == pytest.approx(best.loss, rel=1e-6)
-    again = BestEpoch(x, y, criterion, steps_per_epoch=4)
+    assert restored <= best.loss * (1 + 1e-6)
+    assert best.cycles[best.mixed[0]][0] == best.loss  # the mix starts from the best epoch
+    again = BestEpoch(x, y, criterion, steps_per_epoch=4, steps=4 * 16)
     again.load_state_dict(best.state_dict())
-    assert again.epoch == best.epoch
-    assert again.loss == best.loss
+    assert (again.epoch, again.loss, sorted(again.cycles)) == (best.epoch, best.loss, [0, 1, 2, 3])
+
+
+def _line(weight: float) -> dict[str, torch.Tensor]:
+    return {"weight": torch.tensor([[weight]])}
+
+
+def test_best_epoch_averages_in_a_cycle_only_when_the_average_is_better():
+    x = torch.linspace(-1, 1, 21).unsqueeze(1)
+    y = 2 * x
+    criterion = MixedCriterion(kinds=["regression"], scale=[[0.0], [1.0]])
+    net = nn.Linear(1, 1, bias=False)
+    best = BestEpoch(x, y, criterion, steps_per_epoch=1, steps=10)
+    # the best cycle undershoots the slope 2, the next overshoots it: their mean is exact
+    best.cycles = {3: (0.1, _line(1.6)), 2: (0.2, _line(2.5)), 1: (9.0, _line(-5.0))}
+    best.restore(net)
+    assert best.mixed == [3, 2]  # the far-off cycle would spoil the mean: left out
+    assert net.weight.item() == pytest.approx(2.05)
+    best.cycles = {0: (0.1, _line(1.9)), 1: (0.5, _line(1.0))}
+    best.restore(net)
+    assert best.mixed == [0]
+    assert net.weight.item() == pytest.approx(1.9)
 
 
 def test_calibration_folds_a_temperature_into_the_last_layer_and_keeps_the_classes():

@@ -6,7 +6,8 @@ NeurIPS 2024): Adam with a short memory of squared gradients (`betas=(0.9, 0.95)
 rate per kind of parameter (`LR_FACTORS`), decoupled weight decay on the weights only, a
 learning rate that rises and falls four times in cycles that lengthen (`coslog4`), dropout and
 weight decay that hold for half the run and then fade (`flat_cos`), labels smoothed by 0.1, a
-length set by the table's size (`passes`), and the weights of the best validation round kept.
+length set by the table's size (`passes`), and the best weights of each cycle kept and
+averaged where that lowers the validation loss (`BestEpoch`).
 What does not: the network (`model.py`), the columns (`spec.py`), the run directory
 (`train.py`).
 
@@ -65,6 +66,19 @@ def coslog4(t: float) -> float:
     t = 1/15, 3/15, 7/15 and 1), so there is no length to tune: every cycle ends in a low rate.
     """
     return (1 - math.cos(2 * math.pi * math.log2(1 + 15 * min(max(t, 0.0), 1.0)))) / 2
+
+
+def coslog4_cycle(t: float) -> int:
+    """Which of `coslog4`'s four cycles (0 to 3) fraction `t` of the run belongs to.
+
+    A cycle's last instant, where its rate is back at 0, belongs to it.
+
+    Example:
+        >>> [coslog4_cycle(t) for t in (0.0, 1 / 15, 0.1, 3 / 15, 0.5, 1.0)]
+        [0, 0, 1, 1, 3, 3]
+    """
+    position = math.log2(1 + 15 * min(max(t, 0.0), 1.0))
+    return max(0, min(3, math.ceil(position - 1e-9) - 1))
 
 
 def flat_cos(t: float) -> float:
@@ -292,39 +306,52 @@ ROUNDS = 16
 
 
 class BestEpoch(Callback):
-    """Keep the weights of the epoch with the lowest validation loss, checked after every epoch.
+    """Keep the best weights of each learning-rate cycle, and at the end mix those that help.
 
     A round of the trainer holds several epochs (`rounds`), and the learning rate cycles
     within it: the best weights are often those of one epoch, at the bottom of a cycle, that a
     check once a round would miss (on the development tables, checking once a round lost up to
     0.09 of R2). So after each epoch (pass over the training rows) this callback computes the
     unsmoothed loss on the validation rows itself, in one batch, and copies the weights to the
-    CPU when it is the lowest so far. Its state goes into the checkpoint, so a resumed run
-    keeps the same best.
+    CPU when they are the best so far of their `coslog4` cycle.
+
+    At the end, `restore` starts from the best epoch of the run and averages in, one by one
+    in order of their loss, the best weights of the other cycles, keeping each only if the
+    average's validation loss is lower (a "greedy soup" of snapshots: Wortsman et al., 2022;
+    averaging the ends of learning-rate cycles: Izmailov et al., 2018). The cycles start from
+    the same weights and are near enough that their average is a better network more often
+    than not (on the development tables: 7 table-splits of 21 gained accuracy, 2 lost). Its
+    state goes into the checkpoint, so a resumed run keeps the same candidates.
 
     Args:
         inputs: The validation rows, encoded (moved to the trainer's device when `fit` starts).
         targets: Their targets.
         criterion: The `MixedCriterion` (called with `unscaled=True`).
         steps_per_epoch: Optimizer steps in one epoch.
+        steps: Optimizer steps in the whole run (where the cycles are: `coslog4_cycle`).
 
     Attributes:
-        loss: The lowest validation loss so far (None before the first epoch).
+        loss: The lowest validation loss of an epoch so far (None before the first epoch).
         epoch: Its epoch (1-based).
-        weights: The model's `state_dict` after that epoch, on the CPU.
+        cycles: Per cycle, `(loss, weights)` of its best epoch, weights on the CPU.
+        mixed: The cycles whose weights `restore` averaged, best first.
 
     Example:
-        >>> best = BestEpoch(torch.zeros(4, 1), torch.zeros(4, 1), None, steps_per_epoch=2)
-        >>> best.loss is None
-        True
+        >>> best = BestEpoch(torch.zeros(4, 1), torch.zeros(4, 1), None, 2, steps=100)
+        >>> best.loss is None, best.cycles
+        (True, {})
     """
 
-    def __init__(self, inputs: Tensor, targets: Tensor, criterion: Any, steps_per_epoch: int):
+    def __init__(
+        self, inputs: Tensor, targets: Tensor, criterion: Any, steps_per_epoch: int, steps: int
+    ):
         self.inputs, self.targets, self.criterion = inputs, targets, criterion
         self.steps_per_epoch = max(1, steps_per_epoch)
+        self.steps = max(1, steps)
         self.loss: float | None = None
         self.epoch: int | None = None
-        self.weights: dict[str, Tensor] | None = None
+        self.cycles: dict[int, tuple[float, dict[str, Tensor]]] = {}
+        self.mixed: list[int] = []
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """Move the validation rows to the trainer's device, once."""
@@ -332,33 +359,68 @@ class BestEpoch(Callback):
         self.targets = self.targets.to(trainer.device)
 
     def on_train_batch_end(self, trainer: Trainer) -> None:
-        """At the end of an epoch, measure the validation loss; keep the weights if lowest."""
+        """At the end of an epoch, measure the validation loss; keep the weights if best."""
         step = trainer.state.step
         if step == 0 or step % self.steps_per_epoch:
             return
-        model = trainer.model
+        loss = self.validation_loss(trainer.model)
+        if self.loss is None or loss < self.loss:
+            self.loss, self.epoch = loss, step // self.steps_per_epoch
+        cycle = coslog4_cycle(step / self.steps)
+        if cycle not in self.cycles or loss < self.cycles[cycle][0]:
+            state = trainer.model.state_dict()
+            self.cycles[cycle] = (
+                loss,
+                {k: v.detach().to("cpu", copy=True) for k, v in state.items()},
+            )
+
+    def validation_loss(self, model: nn.Module) -> float:
+        """The unsmoothed loss of `model` on the validation rows (in evaluation mode)."""
+        was_training = model.training
         model.eval()
         with torch.no_grad():
             loss = float(self.criterion(model(self.inputs), self.targets, unscaled=True))
-        model.train()
-        if self.loss is None or loss < self.loss:
-            self.loss, self.epoch = loss, step // self.steps_per_epoch
-            self.weights = {
-                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-            }
+        model.train(was_training)
+        return loss
 
     def restore(self, model: nn.Module) -> None:
-        """Load the best weights into `model` (nothing if no epoch was checked)."""
-        if self.weights is not None:
-            model.load_state_dict(self.weights)
+        """Load the best epoch's weights, averaged with the other cycles' bests that help.
+
+        Nothing changes if no epoch was checked.
+        """
+        if not self.cycles:
+            return
+        order = sorted(self.cycles, key=lambda cycle: self.cycles[cycle][0])
+        mixed, lowest = order[:1], self.cycles[order[0]][0]
+        for cycle in order[1:]:
+            model.load_state_dict(self._average([*mixed, cycle]))
+            loss = self.validation_loss(model)
+            if loss < lowest:
+                mixed, lowest = [*mixed, cycle], loss
+        model.load_state_dict(self._average(mixed))
+        self.mixed = mixed
+
+    def _average(self, cycles: list[int]) -> dict[str, Tensor]:
+        """The mean of the cycles' weights (integer buffers, such as counts, from the first)."""
+        states = [self.cycles[cycle][1] for cycle in cycles]
+        return {
+            key: torch.stack([state[key] for state in states]).mean(0)
+            if first.is_floating_point()
+            else first
+            for key, first in states[0].items()
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the best loss, its epoch and weights."""
-        return {"loss": self.loss, "epoch": self.epoch, "weights": self.weights}
+        """Return the best loss, its epoch, and each cycle's best loss and weights."""
+        return {"loss": self.loss, "epoch": self.epoch, "cycles": self.cycles}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
-        self.loss, self.epoch, self.weights = state["loss"], state["epoch"], state["weights"]
+        """Restore what `state_dict` returned (or an earlier kiln's single best epoch)."""
+        self.loss, self.epoch = state["loss"], state["epoch"]
+        if "cycles" in state:
+            self.cycles = state["cycles"]
+        elif state.get("weights") is not None:  # kiln 0.x before the cycles: one candidate
+            self.cycles = {-1: (state["loss"], state["weights"])}
 
 
 def rounds(epochs: int) -> tuple[int, int]:

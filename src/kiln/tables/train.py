@@ -137,15 +137,15 @@ def make_trainer(
     """Return the trainer `kiln fit` uses for `steps` optimizer steps (`kiln.tables.recipe`).
 
     The criterion of the targets with smoothed labels, the recipe's optimizer and schedules,
-    and the weights of the epoch with the best unsmoothed loss on `val` kept in memory
-    (`kiln.tables.recipe.BestEpoch`); `train_table` puts them back at the end. The progress bar is
-    always there (silenced by `progress=False`), so that a run resumes with the same callbacks
-    either way.
+    and the best weights of each learning-rate cycle by the unsmoothed loss on `val` kept in
+    memory (`kiln.tables.recipe.BestEpoch`); `train_table` mixes them back at the end. The
+    progress bar is always there (silenced by `progress=False`), so that a run resumes with the
+    same callbacks either way.
     """
     criterion = build_loss(spec, SMOOTHING)
     lr = options.lr if options.lr is not None else default_lr(spec)
     bar = ProgressBar() if progress else ProgressBar(bar=False, file=_Discard())  # type: ignore[arg-type]
-    best = BestEpoch(val[0], val[1], criterion, steps_per_epoch)
+    best = BestEpoch(val[0], val[1], criterion, steps_per_epoch, steps)
     callbacks = [
         bar,
         TableSchedule(lr, options.drop, steps),
@@ -282,6 +282,7 @@ def _train_table(
         "metrics": metrics,
         "epochs": trainer.state.epoch * per_round,
         "best_epoch": best.epoch,
+        "averaged_cycles": best.mixed,
         "rounds": {"done": trainer.state.epoch, "epochs": per_round},
         "stopped": trainer.state.stop_reason,
         "rows": {"train": len(train_rows), "val": len(val_rows), "dropped": len(table) - len(kept)},
