@@ -466,7 +466,7 @@ def test_build_model_fits_the_columns_and_the_targets():
     numbers = TableSpec.infer(table(x=[0.5, 1.5, np.nan], y=[0.5, 2.5, 1.0]), ["y"])
     net = build_model(numbers, [8], 0.0)
     assert (net.numeric, net.dense, len(net.embeddings)) == (1, 2, 0)  # x and its indicator
-    assert isinstance(net.layers[1].act, torch.nn.Mish)  # regression
+    assert isinstance(net.layers[1].act, torch.nn.SiLU)  # regression
     wide = TableSpec.infer(table(c=[f"v{i}" for i in range(20)], y=["a"] * 19 + ["b"]), ["y"])
     net = build_model(wide, [8], 0.0)
     assert (net.numeric, net.dense, len(net.embeddings)) == (0, 0, 1)

@@ -41,9 +41,10 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from kiln.tables.read import (
     Table,
@@ -54,6 +55,9 @@ from kiln.tables.read import (
     label_order,
     shown,
 )
+
+#: What `smooth_clip` takes and returns: numpy arrays or torch tensors.
+Clippable = TypeVar("Clippable", np.ndarray, torch.Tensor)
 
 #: Whole-number features with at most this many distinct values are categorical.
 CATEGORICAL_MAX_INTEGERS = 10
@@ -96,14 +100,16 @@ def robust_scaling(values: np.ndarray) -> tuple[float, float]:
     return float(center), spread if spread > 0 else 1.0
 
 
-def smooth_clip(values: np.ndarray) -> np.ndarray:
+def smooth_clip(values: Clippable) -> Clippable:
     """Return `values / sqrt(1 + (values / 3) ** 2)`: near the identity around 0, below 3 in size.
+
+    `values` is a numpy array (a table's encoding) or a torch tensor (`RobustScale`).
 
     Example:
         >>> smooth_clip(np.array([0.0, 1.0, 30.0])).round(3).tolist()
         [0.0, 0.949, 2.985]
     """
-    return values / np.sqrt(1 + (values / 3) ** 2)
+    return values / (1 + (values / 3) ** 2) ** 0.5
 
 
 def numbers_of(table: Table, name: str) -> np.ndarray:
