@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import kiln
+from kiln import cli
 from kiln.cli import main
 
 
@@ -84,3 +85,17 @@ def test_cli_errors_are_one_line_and_traceback_shows_them(tmp_path, capsys):
 
     with pytest.raises(TableError, match="is empty"):
         main(["--traceback", "fit", str(tmp_path / "empty.csv"), "--target", "y"])
+
+
+def test_run_as_the_program_it_spares_the_exit_collection(monkeypatch, capsys):
+    frozen = []
+    monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))
+    assert cli.main(["info"]) == 0  # called from Python: the caller's objects stay collectable
+    assert frozen == []
+    monkeypatch.setattr(sys, "argv", ["kiln", "info"])
+    assert cli.main() == 0
+    assert frozen == [True]
+    monkeypatch.setattr(sys, "argv", ["kiln", "fit", "no-such-file.csv", "--target", "y"])
+    assert cli.main() == 2  # errors too
+    assert frozen == [True, True]
+    capsys.readouterr()
