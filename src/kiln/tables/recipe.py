@@ -185,9 +185,13 @@ class TableAdamW(torch.optim.Optimizer):
             states = [self.state[p] for p in params]
             for p, state in zip(params, states, strict=True):
                 if not state:
-                    state["step"] = torch.tensor(0.0)
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif state["step"].device != p.device:
+                    # a loaded state keeps its counts on the CPU; the fused kernel needs them
+                    # beside the parameters on a GPU
+                    state["step"] = state["step"].to(p.device, torch.float32)
             grads = [p.grad for p in params]
             means = [state["exp_avg"] for state in states]
             squares = [state["exp_avg_sq"] for state in states]
