@@ -377,8 +377,8 @@ def fit_table(
     numeric columns (each column centred on its median, divided by its quartile distance,
     softly clipped), held in the network, so `predict` takes raw inputs and a saved model
     carries its scaling. Without it the MLP saw raw units: on the development tables
-    (docs/benchmarks.md) wine's accuracy was 0.58-0.67 instead of 0.97, and Friedman #2
-    (inputs up to 1,700) diverged.
+    (`bench/fit_table.py`, docs/benchmarks.md) wine's accuracy was 0.63 instead of 0.97, and
+    Friedman #2 (inputs up to 1,700) diverged.
 
     Compatibility: the options are `AutoTrainer.train`'s, spelled as the PytorchTrainer README
     spells them (`n_epochs`, `learning_rate`); `kiln fit data.csv` reads files instead.
