@@ -390,7 +390,9 @@ class BestEpoch(Callback):
     def restore(self, model: nn.Module) -> None:
         """Load the best epoch's weights, averaged with the other cycles' bests that help.
 
-        Nothing changes if no epoch was checked.
+        The candidates are spent: they are dropped (`cycles` is emptied), so that a model saved
+        afterwards carries its weights once, not five times. Nothing changes if no epoch was
+        checked.
         """
         if not self.cycles:
             return
@@ -402,7 +404,7 @@ class BestEpoch(Callback):
             if loss < lowest:
                 mixed, lowest = [*mixed, cycle], loss
         model.load_state_dict(self._average(mixed))
-        self.mixed = mixed
+        self.mixed, self.cycles = mixed, {}
 
     def _average(self, cycles: list[int]) -> dict[str, Tensor]:
         """The mean of the cycles' weights (integer buffers, such as counts, from the first)."""
