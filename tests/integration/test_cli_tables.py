@@ -204,6 +204,38 @@ def test_resume_continues_the_run_exactly(diabetes, tmp_path, monkeypatch):
         assert torch.equal(value, part["trainer"]["model"][key]), key
 
 
+def test_resume_builds_the_network_the_run_was_training(diabetes, tmp_path, monkeypatch, capsys):
+    base = ["fit", str(diabetes), "-t", "target", "--hidden", "8", "-q", "--device", "cpu"]
+    schedule = TableSchedule.on_train_batch_start
+
+    def crashing(self, trainer):
+        if trainer.state.step == 3:
+            raise SimulatedCrashError("killed")
+        schedule(self, trainer)
+
+    run = tmp_path / "part"
+    monkeypatch.setattr(TableSchedule, "on_train_batch_start", crashing)
+    with pytest.raises(SimulatedCrashError):
+        main([*base, "--epochs", "4", "-o", str(run)])
+    monkeypatch.undo()
+    record = json.loads((run / "table.json").read_text())
+    assert record["network"] == {"activation": "silu"}  # regression
+    del record["network"]  # as a kiln before the record wrote it: regression used Mish then
+    (run / "table.json").write_text(json.dumps(record))
+    assert main([*base, "-o", str(run), "--resume"]) == 0
+    saved = torch.load(run / "model.kiln", weights_only=True)
+    assert saved["recipe"]["kwargs"]["activation"] == "mish"
+    assert json.loads((run / "table.json").read_text())["network"] == {"activation": "mish"}
+
+    record["network"] = {"activation": "relu?"}
+    (run / "table.json").write_text(json.dumps(record))
+    assert main([*base, "-o", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kiln: error: ")
+    assert "names no known activation" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 # ----- bad tables: one clear line, never a traceback ---------------------------------------------
 
 

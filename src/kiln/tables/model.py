@@ -389,10 +389,19 @@ class TableNet(nn.Module):
         return output
 
 
+def default_activation(spec: TableSpec) -> str:
+    """The hidden units for `spec`'s targets: "silu" when all are regression, else "selu"."""
+    return "silu" if all(c["kind"] == "regression" for c in spec.targets) else "selu"
+
+
 def build_model(
-    spec: TableSpec, hidden: Sequence[int], drop: float, periodic: bool = True
+    spec: TableSpec,
+    hidden: Sequence[int],
+    drop: float,
+    periodic: bool = True,
+    activation: str | None = None,
 ) -> TableNet:
-    """Return the network for `spec`: SELU units for classification targets, SiLU otherwise.
+    """Return the network for `spec`, with `activation` units (default: `default_activation`).
 
     Example:
         >>> import numpy as np
@@ -404,11 +413,9 @@ def build_model(
         (1, 1, True)
     """
     output = sum(width for _, width in spec.output_layout)
-    regression = all(c["kind"] == "regression" for c in spec.targets)
-    activation = "silu" if regression else "selu"
     return TableNet(
         spec.numeric_width, spec.dense_width, spec.embeddings, list(hidden), output, drop,
-        activation, periodic,
+        activation or default_activation(spec), periodic,
     )  # fmt: skip
 
 

@@ -40,7 +40,7 @@ from kiln.callbacks import PlotLogs, ProgressBar, StopFile
 from kiln.devices import resolve_device
 from kiln.presets import CriterionTrainer
 from kiln.tables.metrics import target_metrics
-from kiln.tables.model import build_loss, build_model
+from kiln.tables.model import ACTIVATIONS, build_loss, build_model, default_activation
 from kiln.tables.read import Table, TableError, as_labels, is_missing
 from kiln.tables.recipe import (
     SMOOTHING,
@@ -230,8 +230,9 @@ def _train_table(
     out = Path(out)
     saved = out / SPEC
     table.require(list(targets), "Target")
+    activation = None  # a new run: the default for its targets
     if resume and saved.exists():
-        spec, options = _saved_run(saved, targets, options)
+        spec, options, activation = _saved_run(saved, targets, options)
     elif (out / "last.ckpt").exists() or saved.exists():
         raise TableError(
             f"{out} already holds a run. Continue it with --resume, or choose another --out "
@@ -254,7 +255,8 @@ def _train_table(
     encoded = spec.encode_targets(kept)
     labels = torch.from_numpy(encoded)
     kiln.seed_everything(options.seed)
-    model = build_model(spec, options.hidden, options.drop)
+    activation = activation or default_activation(spec)
+    model = build_model(spec, options.hidden, options.drop, activation=activation)
     model.initialize(inputs[train_rows[torch.randperm(len(train_rows))[:INIT_ROWS].numpy()]])
     count, per_round = rounds(options.epochs or passes(len(train_rows), options.batch_size))
     epochs = count * per_round
@@ -265,7 +267,12 @@ def _train_table(
         model, spec, options, out, progress, epochs * per_epoch, per_epoch, held_out
     )
     out.mkdir(parents=True, exist_ok=True)
-    spec_data = {**spec.to_dict(), "options": asdict(options), "rows": len(kept)}
+    spec_data = {
+        **spec.to_dict(),
+        "options": asdict(options),
+        "network": {"activation": activation},
+        "rows": len(kept),
+    }
     (out / SPEC).write_text(json.dumps(spec_data, indent=1) + "\n", encoding="utf-8")
     train = kiln.repeat((inputs[train_rows], labels[train_rows]), per_round)
     trainer.fit(train, held_out, epochs=count, resume=resume, batch_size=options.batch_size)
@@ -300,7 +307,8 @@ def _target_presence(table: Table, targets: list[str]) -> np.ndarray:
 
 def _saved_run(
     path: Path, targets: list[str], options: TableOptions
-) -> tuple[TableSpec, TableOptions]:
+) -> tuple[TableSpec, TableOptions, str]:
+    """The spec, the options and the hidden units of the run saved at `path`, to resume it."""
     spec, data = _read_spec(path)
     saved_targets = [c["name"] for c in spec.targets]
     if saved_targets != list(targets):
@@ -313,12 +321,32 @@ def _saved_run(
         saved = dict(data["options"], hidden=tuple(data["options"]["hidden"]))
         epochs = options.epochs or saved["epochs"]  # the run's own length, unless given
         saved.update(ignore=tuple(saved["ignore"]), epochs=epochs, device=options.device)
-        return spec, TableOptions(**saved)
+        resumed = TableOptions(**saved)
     except (KeyError, TypeError, ValueError) as error:
         raise TableError(
             f"{path} is damaged: its 'options' cannot be read ({type(error).__name__}: "
             f"{error}). Train again into another --out, or delete {path.parent}."
         ) from None
+    return spec, resumed, _saved_activation(path, data, spec)
+
+
+def _saved_activation(path: Path, data: dict[str, Any], spec: TableSpec) -> str:
+    """The hidden units a saved run was built with.
+
+    A run saved before `table.json` recorded them used Mish for regression (SELU otherwise):
+    resuming it builds the network it was training.
+    """
+    network = data.get("network")
+    if network is None:
+        return "mish" if default_activation(spec) == "silu" else "selu"
+    activation = network.get("activation") if isinstance(network, dict) else None
+    if activation not in ACTIVATIONS:
+        raise TableError(
+            f"{path} is damaged: its 'network' names no known activation (found "
+            f"{str(network)[:80]!r}; expected one of {', '.join(ACTIVATIONS)}). Train again "
+            f"into another --out, or delete {path.parent}."
+        )
+    return str(activation)
 
 
 def _read_spec(path: Path) -> tuple[TableSpec, dict[str, Any]]:
