@@ -157,9 +157,9 @@ def _add_fit(commands: Any) -> None:
             "The network and its training follow the 'Better by default' MLP (RealMLP): "
             "robustly scaled, smoothly clipped numbers with periodic embeddings, a learnable "
             "scale per input, three hidden layers, smoothed labels, a learning rate in four "
-            "lengthening cycles over a number of epochs set by the table's size, and the "
-            "weights of the epoch with the best validation loss kept (docs/guides/cli.md). To "
-            "stop early, create the file ./stop_RUNNAME.",
+            "lengthening cycles over a number of epochs set by the table's size, and the best "
+            "weights of each cycle, by the validation loss, averaged where that lowers it "
+            "(docs/guides/cli.md). To stop early, create the file ./stop_RUNNAME.",
         ),
         epilog="examples:\n"
         "  kiln fit houses.csv --target price\n"

@@ -41,10 +41,9 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from kiln.tables.read import (
     Table,
@@ -56,8 +55,12 @@ from kiln.tables.read import (
     shown,
 )
 
-#: What `smooth_clip` takes and returns: numpy arrays or torch tensors.
-Clippable = TypeVar("Clippable", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+#: What `smooth_clip` takes and returns: numpy arrays or torch tensors (named for the type
+#: checker only: column kinds need no torch).
+Clippable = TypeVar("Clippable", np.ndarray, "torch.Tensor")
 
 #: Whole-number features with at most this many distinct values are categorical.
 CATEGORICAL_MAX_INTEGERS = 10
