@@ -9,7 +9,7 @@ import pytest
 
 import kiln
 from kiln import cli
-from kiln.cli import main
+from kiln.cli import build_parser, main
 
 
 def test_cli_info_reports_versions_and_device(capsys):
@@ -54,7 +54,7 @@ def test_cli_help_lists_every_command_with_examples(capsys):
     [
         ("fit", ["--target COLUMN", "--epochs EPOCHS", "by the table's size", "--batch-size",
                  "(default: 256)", "--lr LR", "--hidden [WIDTH ...]",
-                 "(default: [256, 256, 256])", "--val VAL", "(default: 0.2)", "--seed SEED",
+                 "--members MEMBERS", "--val VAL", "(default: 0.2)", "--seed SEED",
                  "(default: 0)", "--device",
                  "(default: auto)", "--resume", "--kind COLUMN=KIND", "--ignore COLUMN",
                  "examples:\n  kiln fit houses.csv --target price"]),
@@ -99,3 +99,14 @@ def test_run_as_the_program_it_spares_the_exit_collection(monkeypatch, capsys):
     assert cli.main() == 2  # errors too
     assert frozen == [True, True]
     capsys.readouterr()
+
+
+def test_fit_options_default_to_the_table_recipes_own():
+    """`kiln fit` with no options trains what `TableOptions()` describes."""
+    from kiln.tables.train import TableOptions
+
+    args = build_parser().parse_args(["fit", "data.csv", "--target", "y"])
+    defaults = TableOptions()
+    assert tuple(args.hidden) == defaults.hidden
+    for name in ("members", "drop", "val", "seed", "batch_size", "epochs", "lr", "device"):
+        assert getattr(args, name) == getattr(defaults, name), name

@@ -84,6 +84,7 @@ def _fit(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         hidden=tuple(args.hidden),
+        members=args.members,
         drop=args.drop,
         val=args.val,
         seed=args.seed,
@@ -149,15 +150,16 @@ def _add_fit(commands: Any) -> None:
         description=_paragraphs(
             "Train a network to predict the --target column(s) from the other columns of a "
             "table, and write a run directory with everything needed to predict.",
-            "Numeric columns are standardised (missing values: the training mean, plus a "
-            "missing-indicator input); text columns and whole numbers with at most 10 distinct "
-            "values are categories (one-hot up to 16 slots, an embedding beyond). A target is "
-            "regression (numbers), binary (two values, any labels) or multiclass (text, or at "
-            "most 10 whole numbers).",
+            "Numeric columns are centred on the median and robustly scaled (missing values: "
+            "the training median, plus a missing-indicator input); text columns and whole "
+            "numbers with at most 10 distinct values are categories (one-hot up to 16 slots, "
+            "an embedding beyond). A target is regression (numbers), binary (two values, any "
+            "labels) or multiclass (text, or at most 10 whole numbers).",
             "The network and its training follow the 'Better by default' MLP (RealMLP): "
             "robustly scaled, smoothly clipped numbers with periodic embeddings, a learnable "
-            "scale per input, three hidden layers, smoothed labels, a learning rate in four "
-            "lengthening cycles over a number of epochs set by the table's size, and the best "
+            "scale per input, two networks of three hidden layers side by side whose outputs "
+            "are averaged, smoothed labels, a learning rate in four lengthening cycles over a "
+            "number of epochs set by the table's size, and the best "
             "weights of each cycle, by the validation loss, averaged where that lowers it "
             "(docs/guides/cli.md). To stop early, create the file ./stop_RUNNAME.",
         ),
@@ -199,9 +201,15 @@ def _add_fit(commands: Any) -> None:
         "--hidden",
         type=int,
         nargs="*",
-        default=[256, 256, 256],
+        default=[160, 160, 160],
         metavar="WIDTH",
-        help="hidden layer widths (none: a linear model)",
+        help="hidden layer widths of each member (none: a linear model)",
+    )
+    fit.add_argument(
+        "--members",
+        type=int,
+        default=2,
+        help="networks trained side by side on the same rows, their outputs averaged",
     )
     fit.add_argument(
         "--drop",

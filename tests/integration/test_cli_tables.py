@@ -216,16 +216,21 @@ def test_resume_builds_the_network_the_run_was_training(diabetes, tmp_path, monk
     run = tmp_path / "part"
     monkeypatch.setattr(TableSchedule, "on_train_batch_start", crashing)
     with pytest.raises(SimulatedCrashError):
-        main([*base, "--epochs", "4", "-o", str(run)])
+        main([*base, "--members", "1", "--epochs", "4", "-o", str(run)])
     monkeypatch.undo()
     record = json.loads((run / "table.json").read_text())
     assert record["network"] == {"activation": "silu"}  # regression
-    del record["network"]  # as a kiln before the record wrote it: regression used Mish then
+    assert record["options"]["members"] == 1
+    # as a kiln before these records wrote it: one network, and regression used Mish then
+    del record["network"], record["options"]["members"]
     (run / "table.json").write_text(json.dumps(record))
-    assert main([*base, "-o", str(run), "--resume"]) == 0
+    assert main([*base, "-o", str(run), "--resume"]) == 0  # the default --members is not taken
     saved = torch.load(run / "model.kiln", weights_only=True)
     assert saved["recipe"]["kwargs"]["activation"] == "mish"
-    assert json.loads((run / "table.json").read_text())["network"] == {"activation": "mish"}
+    assert "members" not in saved["recipe"]["kwargs"]
+    resumed = json.loads((run / "table.json").read_text())
+    assert resumed["network"] == {"activation": "mish"}
+    assert resumed["options"]["members"] == 1
 
     record["network"] = {"activation": "relu?"}
     (run / "table.json").write_text(json.dumps(record))
@@ -234,6 +239,25 @@ def test_resume_builds_the_network_the_run_was_training(diabetes, tmp_path, monk
     assert err.startswith("kiln: error: ")
     assert "names no known activation" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_ensemble_run_saves_its_members_and_predicts(cancer, tmp_path, capsys):
+    run = tmp_path / "run"
+    quick = ["--epochs", "2", "--hidden", "8", "-q", "--device", "cpu"]
+    assert main(["fit", str(cancer), "-t", "target", "-o", str(run), "--members", "3", *quick]) == 0
+    spec = TableSpec.from_dict(json.loads((run / "table.json").read_text()))
+    trainer = kiln.load(run / "model.kiln", loss=build_loss(spec), device="cpu", progress=False)
+    assert trainer.model.members == 3
+    assert trainer.model.layers[0].weight.shape == (3, spec.dense_width + 3 * 30, 8)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run), str(cancer), "-o", str(out)]) == 0
+    header, rows = read_csv(out)
+    for row in rows:
+        total = sum(float(row[i]) for i, name in enumerate(header) if "_proba_" in name)
+        assert total == pytest.approx(1.0, abs=1e-5)
+    err = fails(["fit", str(cancer), "-t", "target", "-o", str(tmp_path / "b"), "--members", "0",
+                 *quick], capsys)  # fmt: skip
+    assert "--members must be a positive integer; received 0" in err
 
 
 # ----- bad tables: one clear line, never a traceback ---------------------------------------------

@@ -156,6 +156,21 @@ def test_mixed_layout_with_a_multiclass_group():
     assert torch.allclose(criterion(output, target, weights), criterion(output, target, per_column))
 
 
+def test_ensemble_members_each_take_their_own_loss():
+    n, members = 12, 3
+    target = torch.stack([torch.randn(n) * 5, torch.randint(0, 3, (n,)).float()], 1)
+    target[0, 0] = float("nan")  # a missing target is left out of every member's loss
+    criterion = MixedCriterion(kinds=["regression", 3], scale=[[1, 0], [5, 1]], smoothing=0.1)
+    output = torch.randn(n, members, 4)
+    weights = torch.rand(n)
+    for unscaled in (False, True):
+        each = [criterion(output[:, m], target, weights, unscaled=unscaled) for m in range(members)]
+        together = criterion(output, target, weights, unscaled=unscaled)
+        assert torch.allclose(together, torch.stack(each).mean())
+    scaled, unscaled = criterion.both(output, target)
+    assert torch.allclose(unscaled, criterion(output, target, unscaled=True))
+
+
 def test_postproc_unscales_and_applies_the_sigmoid():
     criterion = MixedCriterion(kinds=["regression", "binary"], scale=[[10, 0], [2, 1]])
     assert criterion.postproc(torch.tensor([[1.0, 0.0]])).tolist() == [[12.0, 0.5]]

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from kiln.tables.model import MaskDropout, ScaledActivation
+from kiln.saving.recipe import recipe_of
+from kiln.tables.model import MaskDropout, MemberLinear, NTKLinear, ScaledActivation, TableNet
 
 
 @pytest.mark.parametrize("rate", [0.15, 0.5, 0.9])
@@ -57,3 +58,55 @@ def test_scaled_activation_blends_the_activation_with_the_identity():
     layer(x).sum().backward()
     assert layer.alpha.grad is not None
     torch.testing.assert_close(layer.alpha.grad, (torch.selu(x) - x).sum(0))
+
+
+def test_member_linear_is_each_members_ntk_linear_side_by_side():
+    torch.manual_seed(0)
+    layer = MemberLinear(3, 5, 4)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(3, 7, 5)
+    out = layer(x)
+    for member in range(3):
+        single = NTKLinear(5, 4)
+        with torch.no_grad():
+            single.weight.copy_(layer.weight[member].T)
+            single.bias.copy_(layer.bias[member, 0])
+        torch.testing.assert_close(out[member], single(x[member]))
+    shared = torch.randn(7, 5)  # one input for every member: the first layer's
+    torch.testing.assert_close(layer(shared), layer(shared.expand(3, 7, 5)))
+
+
+def test_member_linear_initialises_each_member_to_unit_outputs_on_its_inputs():
+    torch.manual_seed(0)
+    layer = MemberLinear(2, 6, 16)
+    x = torch.randn(2, 300, 6) * torch.tensor([1.0, 10.0]).reshape(2, 1, 1)
+    layer.initialize(x)
+    outputs = layer(x) - layer.bias
+    torch.testing.assert_close(outputs.std(1, correction=0), torch.ones(2, 16))
+    assert not torch.equal(layer.weight[0], layer.weight[1])  # members start apart
+
+
+def test_a_table_net_ensemble_gives_members_in_training_and_their_mean_in_evaluation():
+    torch.manual_seed(0)
+    net = TableNet(numeric=2, dense=3, embeddings=[[5, 2]], hidden=[8, 8], output=3, members=4)
+    x = torch.tensor([[0.5, -1.0, 1.0, 3.0], [0.0, 2.0, 0.0, 1.0]])
+    net.initialize(x.repeat(10, 1))
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    members = net(x)
+    assert members.shape == (2, 4, 3)
+    assert not torch.allclose(members[:, 0], members[:, 1])
+    torch.testing.assert_close(net.eval()(x), members.mean(1))
+    with pytest.raises(ValueError, match="`members` must be a positive integer; received 0"):
+        TableNet(numeric=1, dense=1, members=0)
+
+
+def test_a_single_network_keeps_its_layers_and_record():
+    net = TableNet(numeric=1, dense=1, hidden=[4], output=1)
+    assert isinstance(net.layers[0], NTKLinear)
+    assert net.members == 1
+    assert "members" not in recipe_of(net)["kwargs"]  # saved runs rebuild as they were
+    ensemble = TableNet(numeric=1, dense=1, hidden=[4], output=1, members=2)
+    assert recipe_of(ensemble)["kwargs"]["members"] == 2

@@ -149,6 +149,29 @@ def test_calibration_folds_a_temperature_into_the_last_layer_and_keeps_the_class
     assert calibrate(net, [("regression", 1)], x, y) == [1.0]  # regression is left alone
 
 
+def test_calibration_divides_every_members_logits_of_an_ensemble():
+    torch.manual_seed(0)
+    x = torch.randn(200, 2)
+    y = (x[:, :1] + 0.8 * torch.randn(200, 1) > 0).float()
+    net = TableNet(numeric=2, dense=2, hidden=[8], output=1, drop=0.0, members=3)
+    net.initialize(x)
+    with torch.no_grad():
+        net.layers[-1].weight.mul_(20)
+        net.layers[-1].bias.add_(1.0)
+    before = net.eval()(x).detach()
+    (temperature,) = calibrate(net, [("binary", 1)], x, y)
+    assert temperature > 1
+    torch.testing.assert_close(net(x).detach(), before / temperature, rtol=1e-5, atol=1e-5)
+    groups = parameter_groups(net)
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(
+        id(p) for p in net.parameters()
+    )
+    weights = {g["name"]: g["params"] for g in groups}
+    assert any(p is net.layers[0].weight for p in weights["weight"])
+    assert any(p is net.layers[0].bias for p in weights["bias"])
+    assert any(p is net.layers[1].alpha for p in weights["alpha"])
+
+
 def test_initialization_gives_unit_outputs_on_the_data():
     torch.manual_seed(0)
     x = torch.randn(512, 3) * torch.tensor([1.0, 5.0, 0.1])

@@ -86,7 +86,10 @@ class MixedCriterion:
     mean 0 and std 1) and compared with MSE; binary columns use BCE on logits (the network
     outputs logits; `postproc` applies the sigmoid); a multiclass column holds a class index
     and uses cross-entropy over its group of K output columns (softmax in `postproc`). The loss
-    is the mean over target columns of each column's mean over its non-NaN targets.
+    is the mean over target columns of each column's mean over its non-NaN targets. An output
+    of shape `(B, M, O)` holds the outputs of M ensemble members side by side (as
+    `kiln.tables.model.TableNet` gives them in training): the loss is then the mean of the
+    members' own losses, so that each learns on its own.
 
     Weights, as in `(x, w, y)` batches, are not normalised (kiln's rule: the mean of
     `weight * loss`): shape `(B,)` or `(B, 1)` weighs each sample, `(B, T)` each sample's target
@@ -249,6 +252,14 @@ class MixedCriterion:
         count = len(self.kinds)
         output = output.reshape(-1, 1) if output.dim() == 1 else output
         target = target.reshape(-1, 1) if target.dim() == 1 and count == 1 else target
+        if output.dim() == 3 and len(output) == len(target):
+            # an ensemble's members side by side, (batch, members, columns): the mean of the
+            # members' own losses, each member's rows against the same targets
+            members = output.shape[1]
+            output = output.reshape(-1, output.shape[2])
+            target = target.repeat_interleave(members, 0)
+            if weights is not None:
+                weights = weights.repeat_interleave(members, 0)
         if output.dim() != 2 or target.dim() != 2 or target.shape != (len(output), count):
             raise ValueError(
                 f"MixedCriterion expects outputs (batch, columns) and targets (batch, {count}), "

@@ -94,23 +94,83 @@ class NTKLinear(nn.Module):
         return output
 
 
+class MemberLinear(nn.Module):
+    """The linear layers of several ensemble members side by side, each an `NTKLinear`.
+
+    Member `i` maps its own inputs `x[i]` to `x[i] @ W[i] / sqrt(inputs) + b[i]`: one batched
+    matrix product for all of them, so that `members` small networks train in one pass as
+    fast as the matrix products allow. The input is `(members, rows, inputs)`, or
+    `(rows, inputs)` shared by every member (the first layer); the output is
+    `(members, rows, outputs)`. The weights are stored `(members, inputs, outputs)`, drawn
+    from N(0, 1); the biases `(members, 1, outputs)` start at zero.
+
+    Args:
+        members: The networks side by side.
+        inputs: Input features of each.
+        outputs: Output features of each.
+
+    Example:
+        >>> layer = MemberLinear(3, 4, 2)
+        >>> layer(torch.ones(5, 4)).shape
+        torch.Size([3, 5, 2])
+    """
+
+    def __init__(self, members: int, inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.members = members
+        self.weight = nn.Parameter(torch.randn(members, inputs, outputs))
+        self.bias = nn.Parameter(torch.zeros(members, 1, outputs))
+        self.factor = 1.0 / math.sqrt(inputs)
+
+    def _shared(self, x: Tensor) -> Tensor:
+        """`x` as `(members, rows, inputs)`: a shared input is broadcast, not copied."""
+        return x.expand(self.members, *x.shape) if x.dim() == 2 else x
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Set each member's weights and biases from a batch of its inputs, as `NTKLinear` does.
+
+        Each output gets standard deviation 1 on `x`, and each bias is minus a random convex
+        combination of 5 of that output's values, member by member.
+        """
+        x = self._shared(x)
+        weight = torch.randn_like(self.weight)
+        spread = torch.bmm(x, weight * self.factor).std(dim=1, correction=0, keepdim=True)
+        self.weight.copy_(weight / spread.clamp(min=1e-30))
+        outputs = torch.bmm(x, self.weight * self.factor)  # (members, rows, outputs)
+        members, rows, units = outputs.shape
+        picked = torch.randint(0, rows, (members, 5, units), device=x.device)
+        mix = torch.distributions.Exponential(1.0).sample((members, 5, units)).to(x.device)
+        values = outputs.gather(1, picked)
+        self.bias.copy_(-(values * mix / mix.sum(1, keepdim=True)).sum(1, keepdim=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return `(members, rows, outputs)`: each member's `x @ W / sqrt(inputs) + b`."""
+        # alpha applies the 1/sqrt(inputs) inside the product: no scaled copy of the weights
+        return torch.baddbmm(self.bias, self._shared(x), self.weight, alpha=self.factor)
+
+
 class ScaledActivation(nn.Module):
     """`x + alpha * (act(x) - x)` with one learnable `alpha` per unit, starting at 1.
 
     Args:
         act: The activation module.
         width: Units.
+        members: For the layers of ensemble members side by side (`MemberLinear`'s
+            `(members, rows, width)` outputs), an `alpha` per member and unit.
 
     Example:
         >>> layer = ScaledActivation(nn.SELU(), 3)
         >>> torch.equal(layer(torch.zeros(2, 3)), torch.zeros(2, 3))
         True
+        >>> ScaledActivation(nn.SELU(), 3, members=2).alpha.shape
+        torch.Size([2, 1, 3])
     """
 
-    def __init__(self, act: nn.Module, width: int) -> None:
+    def __init__(self, act: nn.Module, width: int, members: int | None = None) -> None:
         super().__init__()
         self.act = act
-        self.alpha = nn.Parameter(torch.ones(width))
+        self.alpha = nn.Parameter(torch.ones(width if members is None else (members, 1, width)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Blend the activation with the identity, unit by unit."""
@@ -300,6 +360,14 @@ class TableNet(nn.Module):
     `MaskDropout` each, and an `NTKLinear` output layer. The constructor's arguments are
     recorded, so `kiln.load` rebuilds it from a saved file.
 
+    With `members` above 1 the network is an ensemble: after the shared inputs, `members`
+    MLPs side by side (`MemberLinear` layers), each initialised on its own. In training mode
+    the output is every member's, `(rows, members, outputs)`, so that each member learns from
+    its own loss (`kiln.losses.MixedCriterion` averages the members' losses); in evaluation
+    mode it is their mean, `(rows, outputs)`: the averaged logits or values. Several
+    independently trained networks average out the luck of one initialisation (TabM,
+    Gorishniy et al., ICLR 2025, trains its members side by side in the same way).
+
     Args:
         numeric: Numeric columns (the first inputs).
         dense: Dense inputs, the numeric ones included.
@@ -309,11 +377,15 @@ class TableNet(nn.Module):
         drop: Dropout after each hidden layer (the recipe changes it during training).
         activation: "selu", "silu" or "mish".
         periodic: Embed the numeric columns (`PeriodicEmbedding`); else they go in as they are.
+        members: The MLPs side by side whose outputs are averaged (1: a single network).
 
     Example:
         >>> net = TableNet(numeric=1, dense=2, embeddings=[], hidden=[8, 8], output=3)
         >>> net(torch.zeros(4, 2)).shape
         torch.Size([4, 3])
+        >>> ensemble = TableNet(numeric=1, dense=2, hidden=[8], output=3, members=2)
+        >>> ensemble(torch.zeros(4, 2)).shape, ensemble.eval()(torch.zeros(4, 2)).shape
+        (torch.Size([4, 2, 3]), torch.Size([4, 3]))
     """
 
     def __init__(
@@ -326,6 +398,7 @@ class TableNet(nn.Module):
         drop: float = 0.15,
         activation: str = "selu",
         periodic: bool = True,
+        members: int = 1,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -333,6 +406,11 @@ class TableNet(nn.Module):
                 f"TableNet: `activation` must be one of {', '.join(ACTIVATIONS)}; received "
                 f"{activation!r}."
             )
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ValueError(
+                f"TableNet: `members` must be a positive integer; received {members!r}."
+            )
+        self.members = members
         self.numeric, self.dense = numeric, dense
         self.periodic = PeriodicEmbedding(numeric) if periodic and numeric else None
         numeric_width = numeric * 4 if self.periodic is not None else numeric
@@ -341,10 +419,12 @@ class TableNet(nn.Module):
         self.front = FrontScale(width)
         layers: list[nn.Module] = []
         for units in hidden:
-            act = ScaledActivation(ACTIVATIONS[activation](), units)
-            layers += [NTKLinear(width, units), act, MaskDropout(drop)]
+            act = ScaledActivation(
+                ACTIVATIONS[activation](), units, members if members > 1 else None
+            )
+            layers += [self._linear(width, units), act, MaskDropout(drop)]
             width = units
-        layers.append(NTKLinear(width, output))
+        layers.append(self._linear(width, output))
         self.layers = nn.Sequential(*layers)
         arguments = {
             "numeric": numeric,
@@ -356,7 +436,15 @@ class TableNet(nn.Module):
             "activation": activation,
             "periodic": periodic,
         }
+        if members > 1:  # a single network's record, and its saved files, stay as they were
+            arguments["members"] = members
         record_recipe(self, TableNet, (), arguments)
+
+    def _linear(self, inputs: int, outputs: int) -> nn.Module:
+        """A linear layer of this network: one `NTKLinear`, or one `MemberLinear` for all."""
+        if self.members == 1:
+            return NTKLinear(inputs, outputs)
+        return MemberLinear(self.members, inputs, outputs)
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
@@ -367,7 +455,7 @@ class TableNet(nn.Module):
         """
         hidden = self.front(self.features(x))
         for layer in self.layers:
-            if isinstance(layer, NTKLinear):
+            if isinstance(layer, (NTKLinear, MemberLinear)):
                 layer.initialize(hidden)
             if not isinstance(layer, nn.Dropout):  # the statistics of the data as it is
                 hidden = layer(hidden)
@@ -384,9 +472,12 @@ class TableNet(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Embed the inputs, scale each, then run the layers."""
+        """Embed the inputs, scale each, then run the layers (and average the members)."""
         output: Tensor = self.layers(self.front(self.features(x)))
-        return output
+        if self.members == 1:
+            return output
+        # (members, rows, outputs): each member's own in training, their mean otherwise
+        return output.transpose(0, 1) if self.training else output.mean(0)
 
 
 def default_activation(spec: TableSpec) -> str:
@@ -400,6 +491,7 @@ def build_model(
     drop: float,
     periodic: bool = True,
     activation: str | None = None,
+    members: int = 1,
 ) -> TableNet:
     """Return the network for `spec`, with `activation` units (default: `default_activation`).
 
@@ -415,7 +507,7 @@ def build_model(
     output = sum(width for _, width in spec.output_layout)
     return TableNet(
         spec.numeric_width, spec.dense_width, spec.embeddings, list(hidden), output, drop,
-        activation or default_activation(spec), periodic,
+        activation or default_activation(spec), periodic, members,
     )  # fmt: skip
 
 

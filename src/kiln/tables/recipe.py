@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from kiln.callbacks.base import Callback
 from kiln.tables.model import (
     FrontScale,
+    MemberLinear,
     NTKLinear,
     PeriodicEmbedding,
     ScaledActivation,
@@ -101,7 +102,7 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     kinds: dict[str, list[nn.Parameter]] = {name: [] for name in LR_FACTORS}
     for module in model.modules():
         own = list(module.parameters(recurse=False))
-        if isinstance(module, NTKLinear):
+        if isinstance(module, (NTKLinear, MemberLinear)):
             kinds["weight"].append(module.weight)
             kinds["bias"].append(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -497,17 +498,22 @@ def calibrate(
         logits = model(inputs).double()
     model.train(was_training)
     last = model.layers[-1] if isinstance(model, TableNet) else None
+    last = last if isinstance(last, (NTKLinear, MemberLinear)) else None
     temperatures, start = [], 0
     for column, (kind, width) in enumerate(layout):
         block, start = slice(start, start + width), start + width
         present = ~torch.isnan(targets[:, column])
-        if kind == "regression" or not bool(present.any()) or not isinstance(last, NTKLinear):
+        if kind == "regression" or not bool(present.any()) or last is None:
             temperatures.append(1.0)
             continue
         temperature = _temperature(logits[present, block], targets[present, column].double())
         with torch.no_grad():
-            last.weight[block] /= temperature
-            last.bias[block] /= temperature
+            if isinstance(last, MemberLinear):  # outputs in the last dimension
+                last.weight[..., block] /= temperature
+                last.bias[..., block] /= temperature
+            else:
+                last.weight[block] /= temperature
+                last.bias[block] /= temperature
         temperatures.append(temperature)
     return temperatures
 

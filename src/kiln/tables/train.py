@@ -67,7 +67,10 @@ class TableOptions:
     """How `train_table` trains: the network, its training and the validation split.
 
     `None` leaves the choice to the recipe (`kiln.tables.recipe`): the passes over the
-    training rows by the table's size, the learning rate by the targets' kinds.
+    training rows by the table's size, the learning rate by the targets' kinds. The network is
+    `members` MLPs of `hidden` widths side by side, their outputs averaged
+    (`kiln.tables.model.TableNet`): two of 160 units cost a step what one of 256 does, and
+    on the development tables they predicted better (docs/benchmarks.md).
 
     Example:
         >>> TableOptions(hidden=(32,), val=0.2).hidden
@@ -81,8 +84,9 @@ class TableOptions:
     epochs: int | None = None
     batch_size: int = 256
     lr: float | None = None
-    hidden: tuple[int, ...] = (256, 256, 256)
+    hidden: tuple[int, ...] = (160, 160, 160)
     drop: float = 0.15
+    members: int = 2
     val: float = 0.2
     seed: int = 0
     device: str = "auto"
@@ -90,7 +94,7 @@ class TableOptions:
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "seed"):
+        for name in ("epochs", "batch_size", "seed", "members"):
             value = getattr(self, name)
             if name == "epochs" and value is None:
                 continue
@@ -206,7 +210,7 @@ def train_table(
 def single_thread() -> Iterator[None]:
     """Run torch's CPU operations on one thread inside the block; restore the count after.
 
-    The recipe's operations are small (batches of 256 rows through layers of 256 units): split
+    The recipe's operations are small (batches of 256 rows through layers of 160 units): split
     over threads, they spend more time waiting for each other than computing, and on a busy
     machine far more (measured on 2 cores: a step took 10 ms on one thread and 74 ms on two
     while another process was running; quiet, one thread was as fast).
@@ -256,7 +260,9 @@ def _train_table(
     labels = torch.from_numpy(encoded)
     kiln.seed_everything(options.seed)
     activation = activation or default_activation(spec)
-    model = build_model(spec, options.hidden, options.drop, activation=activation)
+    model = build_model(
+        spec, options.hidden, options.drop, activation=activation, members=options.members
+    )
     model.initialize(inputs[train_rows[torch.randperm(len(train_rows))[:INIT_ROWS].numpy()]])
     count, per_round = rounds(options.epochs or passes(len(train_rows), options.batch_size))
     epochs = count * per_round
@@ -319,6 +325,7 @@ def _saved_run(
         )
     try:
         saved = dict(data["options"], hidden=tuple(data["options"]["hidden"]))
+        saved.setdefault("members", 1)  # saved before ensembles: one network
         epochs = options.epochs or saved["epochs"]  # the run's own length, unless given
         saved.update(ignore=tuple(saved["ignore"]), epochs=epochs, device=options.device)
         resumed = TableOptions(**saved)
@@ -423,12 +430,13 @@ def _check_model_fits(
 ) -> None:
     """Raise a `TableError` if `model` is not the network `spec` and `options` describe."""
     hidden, drop = options.get("hidden"), options.get("drop", 0.0)
+    members = options.get("members", 1)
     if not (isinstance(hidden, list) and all(map(_positive_int, hidden))):
         return  # nothing to compare with
-    if not (isinstance(drop, (int, float)) and 0 <= drop < 1):
+    if not (isinstance(drop, (int, float)) and 0 <= drop < 1) or not _positive_int(members):
         return
     with torch.device("meta"):  # shapes only: no memory, no random numbers
-        expected = build_model(spec, hidden, drop).state_dict()
+        expected = build_model(spec, hidden, drop, members=members).state_dict()
     shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
     wanted = {name: tuple(value.shape) for name, value in expected.items()}
     if shapes != wanted:
