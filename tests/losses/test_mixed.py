@@ -226,6 +226,8 @@ def test_shapes_that_do_not_fit_are_explained():
         criterion(torch.zeros(4, 3), torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"expects outputs \(batch, columns\) and targets"):
         criterion(torch.zeros(4, 2), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"an ensemble's outputs: \(batch, members, columns\)"):
+        criterion(torch.zeros(4, 3, 2), torch.zeros(5, 2))  # members' rows not the targets'
     with pytest.raises(ValueError, match=r"weights must have shape \(4,\) or \(4, 1\)"):
         criterion(torch.zeros(4, 2), torch.zeros(4, 2), torch.ones(4, 7))
 

@@ -263,7 +263,8 @@ class MixedCriterion:
         if output.dim() != 2 or target.dim() != 2 or target.shape != (len(output), count):
             raise ValueError(
                 f"MixedCriterion expects outputs (batch, columns) and targets (batch, {count}), "
-                f"one column per target kind {self.kinds}; received output "
+                f"one column per target kind {self.kinds} (an ensemble's outputs: (batch, "
+                f"members, columns)); received output "
                 f"{tuple(output.shape)} and target {tuple(target.shape)}."
             )
         if output.dtype in (torch.float16, torch.bfloat16):
