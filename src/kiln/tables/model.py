@@ -90,6 +90,12 @@ class NTKLinear(nn.Module):
         picked = outputs.T.gather(1, rows)
         self.bias.copy_(-(picked * mix / mix.sum(1, keepdim=True)).sum(1))
 
+    @torch.no_grad()
+    def divide_outputs(self, outputs: slice, by: float) -> None:
+        """Divide the `outputs` of this layer by `by` (their weights and biases)."""
+        self.weight[outputs] /= by
+        self.bias[outputs] /= by
+
     def forward(self, x: Tensor) -> Tensor:
         """Return `x @ (W / sqrt(inputs)).T + b`."""
         output: Tensor = nn.functional.linear(x, self.weight * self.factor, self.bias)
@@ -145,6 +151,12 @@ class MemberLinear(nn.Module):
         mix = torch.distributions.Exponential(1.0).sample((members, 5, units)).to(x.device)
         values = outputs.gather(1, picked)
         self.bias.copy_(-(values * mix / mix.sum(1, keepdim=True)).sum(1, keepdim=True))
+
+    @torch.no_grad()
+    def divide_outputs(self, outputs: slice, by: float) -> None:
+        """Divide the `outputs` of every member by `by` (their weights and biases)."""
+        self.weight[..., outputs] /= by
+        self.bias[..., outputs] /= by
 
     def forward(self, x: Tensor) -> Tensor:
         """Return `(members, rows, outputs)`: each member's `x @ W / sqrt(inputs) + b`."""

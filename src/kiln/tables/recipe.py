@@ -507,13 +507,7 @@ def calibrate(
             temperatures.append(1.0)
             continue
         temperature = _temperature(logits[present, block], targets[present, column].double())
-        with torch.no_grad():
-            if isinstance(last, MemberLinear):  # outputs in the last dimension
-                last.weight[..., block] /= temperature
-                last.bias[..., block] /= temperature
-            else:
-                last.weight[block] /= temperature
-                last.bias[block] /= temperature
+        last.divide_outputs(block, temperature)
         temperatures.append(temperature)
     return temperatures
 
