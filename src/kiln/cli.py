@@ -85,6 +85,7 @@ def _fit(args: argparse.Namespace) -> int:
         lr=args.lr,
         hidden=tuple(args.hidden),
         members=args.members,
+        bins=args.bins,
         drop=args.drop,
         val=args.val,
         seed=args.seed,
@@ -156,7 +157,8 @@ def _add_fit(commands: Any) -> None:
             "an embedding beyond). A target is regression (numbers), binary (two values, any "
             "labels) or multiclass (text, or at most 10 whole numbers).",
             "The network and its training follow the 'Better by default' MLP (RealMLP): "
-            "robustly scaled, smoothly clipped numbers with periodic embeddings, a learnable "
+            "robustly scaled, smoothly clipped numbers with periodic and piecewise-linear "
+            "embeddings, a learnable "
             "scale per input, two networks of three hidden layers side by side whose outputs "
             "are averaged, smoothed labels, a learning rate in four lengthening cycles over a "
             "number of epochs set by the table's size, and the best "
@@ -210,6 +212,14 @@ def _add_fit(commands: Any) -> None:
         type=int,
         default=2,
         help="networks trained side by side on the same rows, their outputs averaged",
+    )
+    fit.add_argument(
+        "--bins",
+        type=int,
+        default=None,
+        help="bins of each numeric column's piecewise-linear embedding, between its training "
+        "quantiles, which lets one column carry a step (default: 16 when every target is "
+        "regression, else 0: none)",
     )
     fit.add_argument(
         "--drop",

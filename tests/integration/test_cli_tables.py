@@ -216,21 +216,25 @@ def test_resume_builds_the_network_the_run_was_training(diabetes, tmp_path, monk
     run = tmp_path / "part"
     monkeypatch.setattr(TableSchedule, "on_train_batch_start", crashing)
     with pytest.raises(SimulatedCrashError):
-        main([*base, "--members", "1", "--epochs", "4", "-o", str(run)])
+        main([*base, "--members", "1", "--bins", "0", "--epochs", "4", "-o", str(run)])
     monkeypatch.undo()
     record = json.loads((run / "table.json").read_text())
     assert record["network"] == {"activation": "silu"}  # regression
     assert record["options"]["members"] == 1
-    # as a kiln before these records wrote it: one network, and regression used Mish then
-    del record["network"], record["options"]["members"]
+    assert record["options"]["bins"] == 0
+    # as a kiln before these records wrote it: one network without piecewise-linear
+    # embeddings, and regression used Mish then
+    del record["network"], record["options"]["members"], record["options"]["bins"]
     (run / "table.json").write_text(json.dumps(record))
-    assert main([*base, "-o", str(run), "--resume"]) == 0  # the default --members is not taken
+    assert main([*base, "-o", str(run), "--resume"]) == 0  # the default --members, --bins not taken
     saved = torch.load(run / "model.kiln", weights_only=True)
     assert saved["recipe"]["kwargs"]["activation"] == "mish"
     assert "members" not in saved["recipe"]["kwargs"]
+    assert "bins" not in saved["recipe"]["kwargs"]
     resumed = json.loads((run / "table.json").read_text())
     assert resumed["network"] == {"activation": "mish"}
     assert resumed["options"]["members"] == 1
+    assert resumed["options"]["bins"] == 0
 
     record["network"] = {"activation": "relu?"}
     (run / "table.json").write_text(json.dumps(record))
@@ -248,7 +252,9 @@ def test_an_ensemble_run_saves_its_members_and_predicts(cancer, tmp_path, capsys
     spec = TableSpec.from_dict(json.loads((run / "table.json").read_text()))
     trainer = kiln.load(run / "model.kiln", loss=build_loss(spec), device="cpu", progress=False)
     assert trainer.model.members == 3
+    # per numeric column: its value and 3 periodic outputs (no piecewise-linear ones: binary)
     assert trainer.model.layers[0].weight.shape == (3, spec.dense_width + 3 * 30, 8)
+    assert trainer.model.piecewise is None
     out = tmp_path / "p.csv"
     assert main(["predict", str(run), str(cancer), "-o", str(out)]) == 0
     header, rows = read_csv(out)
@@ -258,6 +264,33 @@ def test_an_ensemble_run_saves_its_members_and_predicts(cancer, tmp_path, capsys
     err = fails(["fit", str(cancer), "-t", "target", "-o", str(tmp_path / "b"), "--members", "0",
                  *quick], capsys)  # fmt: skip
     assert "--members must be a positive integer; received 0" in err
+    err = fails(["fit", str(cancer), "-t", "target", "-o", str(tmp_path / "c"), "--bins", "-1",
+                 *quick], capsys)  # fmt: skip
+    assert "--bins must be a non-negative integer; received -1" in err
+
+
+def test_a_regression_run_embeds_numbers_piecewise_with_bins_fitted_and_saved(diabetes, tmp_path):
+    quick = ["-t", "target", "--epochs", "2", "--hidden", "8", "-q", "--device", "cpu"]
+    run = tmp_path / "run"
+    assert main(["fit", str(diabetes), "-o", str(run), *quick]) == 0
+    assert json.loads((run / "table.json").read_text())["options"]["bins"] == 16  # the default
+    saved = torch.load(run / "model.kiln", weights_only=True)
+    assert saved["recipe"]["kwargs"]["bins"] == 16
+    spec = TableSpec.from_dict(json.loads((run / "table.json").read_text()))
+    trainer = kiln.load(run / "model.kiln", loss=build_loss(spec), device="cpu", progress=False)
+    edges = trainer.model.piecewise.edges
+    assert edges.shape == (10, 17)  # 10 numeric columns, 16 bins between 17 quantiles
+    torch.testing.assert_close(edges, saved["trainer"]["model"]["piecewise.edges"])
+    assert not torch.equal(edges[0], edges[2])  # each column's own quantiles
+    # per numeric column: its value, 3 periodic and 3 piecewise-linear outputs
+    assert (
+        trainer.model.layers[0].weight.shape[1] == spec.dense_width + 6 * 10
+    )  # (members, in, out)
+    assert main(["predict", str(run), str(diabetes), "-o", str(tmp_path / "p.csv")]) == 0
+    without = tmp_path / "without"
+    assert main(["fit", str(diabetes), "-o", str(without), "--bins", "0", *quick]) == 0
+    assert json.loads((without / "table.json").read_text())["options"]["bins"] == 0
+    assert "bins" not in torch.load(without / "model.kiln", weights_only=True)["recipe"]["kwargs"]
 
 
 # ----- bad tables: one clear line, never a traceback ---------------------------------------------

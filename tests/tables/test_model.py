@@ -5,7 +5,14 @@ import torch
 from torch import nn
 
 from kiln.saving.recipe import recipe_of
-from kiln.tables.model import MaskDropout, MemberLinear, NTKLinear, ScaledActivation, TableNet
+from kiln.tables.model import (
+    MaskDropout,
+    MemberLinear,
+    NTKLinear,
+    PiecewiseLinearEmbedding,
+    ScaledActivation,
+    TableNet,
+)
 
 
 @pytest.mark.parametrize("rate", [0.15, 0.5, 0.9])
@@ -108,5 +115,53 @@ def test_a_single_network_keeps_its_layers_and_record():
     assert isinstance(net.layers[0], NTKLinear)
     assert net.members == 1
     assert "members" not in recipe_of(net)["kwargs"]  # saved runs rebuild as they were
+    assert "bins" not in recipe_of(net)["kwargs"]
+    assert net.piecewise is None
     ensemble = TableNet(numeric=1, dense=1, hidden=[4], output=1, members=2)
     assert recipe_of(ensemble)["kwargs"]["members"] == 2
+
+
+def test_piecewise_linear_bins_lie_between_the_training_quantiles():
+    torch.manual_seed(0)
+    x = torch.randn(1000, 2) * torch.tensor([1.0, 5.0])
+    embedding = PiecewiseLinearEmbedding(2, bins=8)
+    embedding.fit(x)
+    levels = torch.linspace(0, 1, 9, dtype=torch.float64)
+    torch.testing.assert_close(embedding.edges, torch.quantile(x.double(), levels, dim=0).T.float())
+    positions = embedding.positions(x)
+    assert positions.min() == 0
+    assert positions.max() == 1
+    # bins before a value's are full, those after it empty: their sum says where the value is
+    rank = (x.unsqueeze(-1) >= embedding.edges[:, 1:]).sum(-1)
+    torch.testing.assert_close(positions.sum(-1).floor().clamp(max=7), rank.float().clamp(max=7))
+
+
+def test_piecewise_linear_coinciding_quantiles_make_a_step_not_a_division_by_zero():
+    embedding = PiecewiseLinearEmbedding(2, bins=4)
+    column_of_two_values = torch.tensor([0.0, 1.0]).repeat_interleave(50)
+    constant = torch.full((100,), 3.0)
+    embedding.fit(torch.stack([column_of_two_values, constant], dim=1))
+    positions = embedding.positions(torch.tensor([[0.0, 3.0], [1.0, 3.5], [-9.0, -9.0]]))
+    assert torch.isfinite(positions).all()
+    assert positions[0, 0].sum() < positions[1, 0].sum()  # 0 and 1 land on either side
+    assert positions[0, 1].sum() == 0
+    assert positions[1, 1].sum() == 4
+    assert positions[2].sum() == 0  # below every edge: no bin filled, however far
+
+
+def test_a_table_net_embeds_each_numeric_column_piecewise_with_bins_fitted_on_initialization():
+    torch.manual_seed(0)
+    net = TableNet(numeric=2, dense=3, hidden=[8], output=1, bins=4)
+    assert net.layers[0].weight.shape == (8, 2 * 7 + 1)  # value, 3 periodic, 3 piecewise each
+    x = torch.randn(200, 3)
+    net.initialize(x)
+    levels = torch.linspace(0, 1, 5, dtype=torch.float64)
+    expected = torch.quantile(x[:, :2].double(), levels, dim=0).T.float()
+    torch.testing.assert_close(net.piecewise.edges, expected)
+    assert "edges" in dict(net.piecewise.named_buffers())  # saved with the weights
+    assert recipe_of(net)["kwargs"]["bins"] == 4
+    alone = TableNet(numeric=2, dense=3, hidden=[8], output=1, periodic=False, bins=4)
+    assert alone.layers[0].weight.shape == (8, 2 * 4 + 1)
+    assert alone(x).shape == (200, 1)
+    with pytest.raises(ValueError, match="`bins` must be a non-negative integer"):
+        TableNet(numeric=1, dense=1, bins=-1)

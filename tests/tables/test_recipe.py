@@ -45,13 +45,16 @@ def test_flat_cos_holds_then_fades():
 
 
 def test_every_parameter_is_in_exactly_one_group_with_its_factors():
-    net = TableNet(numeric=3, dense=4, embeddings=[[12, 3]], hidden=[8, 8], output=2)
+    net = TableNet(numeric=3, dense=4, embeddings=[[12, 3]], hidden=[8, 8], output=2, bins=4)
     groups = parameter_groups(net)
     grouped = [id(p) for group in groups for p in group["params"]]
     assert sorted(grouped) == sorted(id(p) for p in net.parameters())
     for group in groups:
         assert group["lr_factor"] == LR_FACTORS[group["name"]]
         assert group["wd_factor"] == WD_FACTORS[group["name"]]
+    by_name = {group["name"]: {id(p) for p in group["params"]} for group in groups}
+    assert id(net.piecewise.weight) in by_name["weight"]
+    assert id(net.piecewise.bias) in by_name["bias"]
     optimizer = make_optimizer(net, lr=0.04)
     rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
     assert rates["scale"] == pytest.approx(0.24)

@@ -33,6 +33,7 @@ from kiln.tables.model import (
     MemberLinear,
     NTKLinear,
     PeriodicEmbedding,
+    PiecewiseLinearEmbedding,
     ScaledActivation,
     TableNet,
 )
@@ -102,7 +103,7 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     kinds: dict[str, list[nn.Parameter]] = {name: [] for name in LR_FACTORS}
     for module in model.modules():
         own = list(module.parameters(recurse=False))
-        if isinstance(module, (NTKLinear, MemberLinear)):
+        if isinstance(module, (NTKLinear, MemberLinear, PiecewiseLinearEmbedding)):
             kinds["weight"].append(module.weight)
             kinds["bias"].append(module.bias)
         elif isinstance(module, nn.Embedding):

@@ -40,7 +40,13 @@ from kiln.callbacks import PlotLogs, ProgressBar, StopFile
 from kiln.devices import resolve_device
 from kiln.presets import CriterionTrainer
 from kiln.tables.metrics import target_metrics
-from kiln.tables.model import ACTIVATIONS, build_loss, build_model, default_activation
+from kiln.tables.model import (
+    ACTIVATIONS,
+    build_loss,
+    build_model,
+    default_activation,
+    default_bins,
+)
 from kiln.tables.read import Table, TableError, as_labels, is_missing
 from kiln.tables.recipe import (
     SMOOTHING,
@@ -70,7 +76,10 @@ class TableOptions:
     training rows by the table's size, the learning rate by the targets' kinds. The network is
     `members` MLPs of `hidden` widths side by side, their outputs averaged
     (`kiln.tables.model.TableNet`): two of 160 units cost a step what one of 256 does, and
-    on the development tables they predicted better (docs/benchmarks.md).
+    on the development tables they predicted better (docs/benchmarks.md). Each numeric column
+    is embedded periodically and, in `bins` bins between its training quantiles,
+    piecewise-linearly (0: not; by default 16 when every target is regression, else 0,
+    `kiln.tables.model.default_bins`).
 
     Example:
         >>> TableOptions(hidden=(32,), val=0.2).hidden
@@ -87,6 +96,7 @@ class TableOptions:
     hidden: tuple[int, ...] = (160, 160, 160)
     drop: float = 0.15
     members: int = 2
+    bins: int | None = None
     val: float = 0.2
     seed: int = 0
     device: str = "auto"
@@ -94,13 +104,15 @@ class TableOptions:
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "seed", "members"):
+        for name in ("epochs", "batch_size", "seed", "members", "bins"):
             value = getattr(self, name)
-            if name == "epochs" and value is None:
+            if name in ("epochs", "bins") and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < (name != "seed"):
+            least = 0 if name in ("seed", "bins") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                wanted = "a non-negative" if least == 0 else "a positive"
                 raise TableError(
-                    f"--{name.replace('_', '-')} must be a positive integer; received {value!r}."
+                    f"--{name.replace('_', '-')} must be {wanted} integer; received {value!r}."
                 )
         if self.lr is not None and not self.lr > 0:
             raise TableError(f"--lr must be positive; received {self.lr!r}.")
@@ -260,8 +272,15 @@ def _train_table(
     labels = torch.from_numpy(encoded)
     kiln.seed_everything(options.seed)
     activation = activation or default_activation(spec)
+    bins = default_bins(spec) if options.bins is None else options.bins
+    options = replace(options, bins=bins)  # saved: a resumed run builds the same network
     model = build_model(
-        spec, options.hidden, options.drop, activation=activation, members=options.members
+        spec,
+        options.hidden,
+        options.drop,
+        activation=activation,
+        members=options.members,
+        bins=bins,
     )
     model.initialize(inputs[train_rows[torch.randperm(len(train_rows))[:INIT_ROWS].numpy()]])
     count, per_round = rounds(options.epochs or passes(len(train_rows), options.batch_size))
@@ -326,6 +345,7 @@ def _saved_run(
     try:
         saved = dict(data["options"], hidden=tuple(data["options"]["hidden"]))
         saved.setdefault("members", 1)  # saved before ensembles: one network
+        saved.setdefault("bins", 0)  # saved before piecewise-linear embeddings: none
         epochs = options.epochs or saved["epochs"]  # the run's own length, unless given
         saved.update(ignore=tuple(saved["ignore"]), epochs=epochs, device=options.device)
         resumed = TableOptions(**saved)
@@ -430,13 +450,15 @@ def _check_model_fits(
 ) -> None:
     """Raise a `TableError` if `model` is not the network `spec` and `options` describe."""
     hidden, drop = options.get("hidden"), options.get("drop", 0.0)
-    members = options.get("members", 1)
+    members, bins = options.get("members", 1), options.get("bins", 0)
     if not (isinstance(hidden, list) and all(map(_positive_int, hidden))):
         return  # nothing to compare with
     if not (isinstance(drop, (int, float)) and 0 <= drop < 1) or not _positive_int(members):
         return
+    if not (bins == 0 or _positive_int(bins)):
+        return
     with torch.device("meta"):  # shapes only: no memory, no random numbers
-        expected = build_model(spec, hidden, drop, members=members).state_dict()
+        expected = build_model(spec, hidden, drop, members=members, bins=bins).state_dict()
     shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
     wanted = {name: tuple(value.shape) for name, value in expected.items()}
     if shapes != wanted:
