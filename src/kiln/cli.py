@@ -157,8 +157,8 @@ def _add_fit(commands: Any) -> None:
             "an embedding beyond). A target is regression (numbers), binary (two values, any "
             "labels) or multiclass (text, or at most 10 whole numbers).",
             "The network and its training follow the 'Better by default' MLP (RealMLP): "
-            "robustly scaled, smoothly clipped numbers with periodic and piecewise-linear "
-            "embeddings, a learnable "
+            "robustly scaled, smoothly clipped numbers with periodic embeddings (and "
+            "piecewise-linear ones for regression), a learnable "
             "scale per input, two networks of three hidden layers side by side whose outputs "
             "are averaged, smoothed labels, a learning rate in four lengthening cycles over a "
             "number of epochs set by the table's size, and the best "

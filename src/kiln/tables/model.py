@@ -12,7 +12,8 @@ measured on kiln's development tables (docs/benchmarks.md):
 - each numeric column embedded by periodic functions of itself (`PeriodicEmbedding`: cosines of
   random frequencies, mixed by a small linear map per column, beside the value itself), and by
   where it lies among its training quantiles (`PiecewiseLinearEmbedding`, Gorishniy et al.,
-  NeurIPS 2022), so that one column can carry a smooth or a sharp function of its value;
+  NeurIPS 2022; for regression, `default_bins`), so that one column can carry a smooth or a
+  sharp function of its value;
 - categorical columns with many values as learned embeddings;
 - hidden layers in the neural-tangent parametrisation (`NTKLinear`: weights drawn from N(0, 1),
   divided by the square root of the inputs in the forward pass), which makes one learning rate
@@ -427,8 +428,8 @@ class TableNet(nn.Module):
     The input is one float tensor: `numeric` numeric columns, then the other `dense - numeric`
     dense inputs (missing-value indicators and one-hot slots), then one column of category
     indices per embedding (stored as floats, exact below 2**24). Each numeric input becomes
-    its value, its `PeriodicEmbedding` and its `PiecewiseLinearEmbedding` (smooth and sharp
-    functions of it); the categories go through `nn.Embedding`s; all of it, scaled by
+    its value, its `PeriodicEmbedding` and, with `bins`, its `PiecewiseLinearEmbedding` (smooth
+    and sharp functions of it); the categories go through `nn.Embedding`s; all of it, scaled by
     a `FrontScale`, feeds hidden `NTKLinear` layers with a `ScaledActivation` and
     `MaskDropout` each, and an `NTKLinear` output layer. The constructor's arguments are
     recorded, so `kiln.load` rebuilds it from a saved file.
@@ -538,7 +539,8 @@ class TableNet(nn.Module):
         """Set every `NTKLinear` layer from a batch of training inputs `x` (`NTKLinear.initialize`).
 
         Each layer is set in turn, on the outputs of the layers before it, so that every
-        layer starts with outputs of standard deviation 1 on the data.
+        layer starts with outputs of standard deviation 1 on the data. The piecewise-linear
+        embedding, if any, takes its bin edges from the quantiles of `x` first.
         """
         if self.piecewise is not None:
             self.piecewise.fit(x[:, : self.numeric])
@@ -583,8 +585,9 @@ def default_bins(spec: TableSpec) -> int:
 
     16 when every target is regression, else 0 (none). On the development tables the
     embedding let a regression network follow a step in one column (`sharp_step`: R2 0.87
-    without it, 0.94 with it, at each of three seeds) and cost nothing elsewhere, while on
-    classification it raised the log loss on five tables of seven (docs/benchmarks.md).
+    without it, 0.94 with it, at each of three seeds) and changed the other regression tables
+    within the seeds' noise, while on classification it raised the log loss on five tables of
+    seven (docs/benchmarks.md).
 
     Example:
         >>> spec = TableSpec([], [{"name": "y", "kind": "regression", "mean": 0.0, "std": 1.0}])
