@@ -5,14 +5,8 @@ import torch
 from torch import nn
 
 from kiln.saving.recipe import recipe_of
-from kiln.tables.model import (
-    MaskDropout,
-    MemberLinear,
-    NTKLinear,
-    PiecewiseLinearEmbedding,
-    ScaledActivation,
-    TableNet,
-)
+from kiln.tables.embeddings import PiecewiseLinearEmbedding
+from kiln.tables.model import MaskDropout, MemberLinear, NTKLinear, ScaledActivation, TableNet
 
 
 @pytest.mark.parametrize("rate", [0.15, 0.5, 0.9])

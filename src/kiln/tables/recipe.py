@@ -28,15 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from kiln.callbacks.base import Callback
-from kiln.tables.model import (
-    FrontScale,
-    MemberLinear,
-    NTKLinear,
-    PeriodicEmbedding,
-    PiecewiseLinearEmbedding,
-    ScaledActivation,
-    TableNet,
-)
+from kiln.tables.embeddings import PeriodicEmbedding, PiecewiseLinearEmbedding
+from kiln.tables.model import FrontScale, MemberLinear, NTKLinear, ScaledActivation, TableNet
 from kiln.tables.spec import TableSpec
 
 if TYPE_CHECKING:
