@@ -455,7 +455,7 @@ def _check_model_fits(
         return  # nothing to compare with
     if not (isinstance(drop, (int, float)) and 0 <= drop < 1) or not _positive_int(members):
         return
-    if not (bins == 0 or _positive_int(bins)):
+    if isinstance(bins, bool) or not (bins == 0 or _positive_int(bins)):
         return
     with torch.device("meta"):  # shapes only: no memory, no random numbers
         expected = build_model(spec, hidden, drop, members=members, bins=bins).state_dict()
