@@ -405,8 +405,12 @@ class TableNet(nn.Module):
         self.numeric, self.dense = numeric, dense
         self.periodic = PeriodicEmbedding(numeric) if periodic and numeric else None
         self.piecewise = PiecewiseLinearEmbedding(numeric, bins) if bins and numeric else None
-        # per numeric column: its value, 3 periodic and 3 piecewise-linear outputs
-        per_column = 1 + 3 * (self.periodic is not None) + 3 * (self.piecewise is not None)
+        # per numeric column: its value, then each embedding's outputs
+        per_column = 1 + sum(
+            embedding.weight.shape[-1]
+            for embedding in (self.periodic, self.piecewise)
+            if embedding is not None
+        )
         numeric_width = numeric * per_column
         self.embeddings = nn.ModuleList(nn.Embedding(slots, dim) for slots, dim in embeddings)
         width = numeric_width + dense - numeric + sum(dim for _, dim in embeddings)
@@ -484,9 +488,14 @@ class TableNet(nn.Module):
         return output.transpose(0, 1) if self.training else output.mean(0)
 
 
+def _regression_only(spec: TableSpec) -> bool:
+    """Whether every target of `spec` is regression."""
+    return all(c["kind"] == "regression" for c in spec.targets)
+
+
 def default_activation(spec: TableSpec) -> str:
     """The hidden units for `spec`'s targets: "silu" when all are regression, else "selu"."""
-    return "silu" if all(c["kind"] == "regression" for c in spec.targets) else "selu"
+    return "silu" if _regression_only(spec) else "selu"
 
 
 def default_bins(spec: TableSpec) -> int:
@@ -503,7 +512,7 @@ def default_bins(spec: TableSpec) -> int:
         >>> default_bins(spec)
         16
     """
-    return 16 if all(c["kind"] == "regression" for c in spec.targets) else 0
+    return 16 if _regression_only(spec) else 0
 
 
 def build_model(

@@ -109,7 +109,7 @@ class TableOptions:
             if name in ("epochs", "bins") and value is None:
                 continue
             least = 0 if name in ("seed", "bins") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if not _whole_number(value, least):
                 wanted = "a non-negative" if least == 0 else "a positive"
                 raise TableError(
                     f"--{name.replace('_', '-')} must be {wanted} integer; received {value!r}."
@@ -453,9 +453,9 @@ def _check_model_fits(
     members, bins = options.get("members", 1), options.get("bins", 0)
     if not (isinstance(hidden, list) and all(map(_positive_int, hidden))):
         return  # nothing to compare with
-    if not (isinstance(drop, (int, float)) and 0 <= drop < 1) or not _positive_int(members):
+    if not (isinstance(drop, (int, float)) and 0 <= drop < 1):
         return
-    if isinstance(bins, bool) or not (bins == 0 or _positive_int(bins)):
+    if not (_positive_int(members) and _whole_number(bins, 0)):
         return
     with torch.device("meta"):  # shapes only: no memory, no random numbers
         expected = build_model(spec, hidden, drop, members=members, bins=bins).state_dict()
@@ -480,8 +480,13 @@ def _check_model_fits(
         )
 
 
+def _whole_number(value: Any, least: int) -> bool:
+    """Whether `value` is an integer (not a bool) of at least `least`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return _whole_number(value, 1)
 
 
 def _outputs(trainer: Any, spec: TableSpec, inputs: torch.Tensor, batch_size: int) -> np.ndarray:
